@@ -1,0 +1,51 @@
+"""Train each model with its default config on the full dataset; report test accuracy and wall time.
+
+    FMNIST_DATA_DIR=../shared/data/fashion-mnist python bench/train_accuracy.py deep baseline
+
+Writes bench/results/train_accuracy-<model>.json (the README's accuracy rows come from these).
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_machine  # noqa: E402
+
+from fmnist_tf.config import load_config  # noqa: E402
+from fmnist_tf.evaluate.report import evaluate  # noqa: E402
+from fmnist_tf.fileio import atomic_write_json  # noqa: E402
+from fmnist_tf.train.callbacks import read_history  # noqa: E402
+from fmnist_tf.train.fit import train  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", help="config names, e.g. baseline deep")
+    parser.add_argument("--data", help="Fashion-MNIST folder (default: $FMNIST_DATA_DIR)")
+    parser.add_argument("--results", default="bench/results", help="folder for the JSON results")
+    args = parser.parse_args()
+    for name in args.models:
+        config = load_config(name)
+        run_dir = Path("runs") / f"bench-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        start = time.perf_counter()
+        train(config, data=args.data, out=run_dir, verbose=2)
+        train_minutes = (time.perf_counter() - start) / 60
+        metrics = evaluate(run_dir, data=args.data)
+        history = read_history(run_dir / "history.csv")
+        result = {
+            "config": name, "epochs": config.epochs, "run_dir": str(run_dir),
+            "test_accuracy": metrics["accuracy"], "test_f1": metrics["f1"],
+            "best_val_f1": max(float(row["val_f1"]) for row in history),
+            "train_wall_minutes": round(train_minutes, 2),
+            "mean_epoch_seconds": sum(float(r["epoch_seconds"]) for r in history) / len(history),
+            "machine": describe_machine(),
+        }
+        atomic_write_json(Path(args.results) / f"train_accuracy-{name}.json", result)
+        print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

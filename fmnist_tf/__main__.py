@@ -1,0 +1,3 @@
+from fmnist_tf.cli import main
+
+raise SystemExit(main())

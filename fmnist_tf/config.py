@@ -1,0 +1,162 @@
+"""Training settings: one dataclass holds every key, its default, its check and its help.
+
+`configs/NAME.yaml` files override the defaults; CLI flags override the file.
+"""
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from fmnist_tf.errors import ConfigError
+
+REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _key(default, help, choices=None, low=None, high=None):
+    return field(default=default, metadata={"help": help, "choices": choices, "low": low, "high": high})
+
+
+@dataclass
+class TrainConfig:
+    model: str = _key("baseline", "registered model builder (see `fmnist-tf models`)")
+    epochs: int = _key(10, "number of epochs", low=1)
+    batch_size: int = _key(128, "batch size", low=1)
+    optimizer: str = _key("adam", "optimizer", choices=("adam", "adamw", "sgd"))
+    learning_rate: float = _key(1e-3, "initial (peak) learning rate", low=0.0)
+    momentum: float = _key(0.9, "SGD momentum", low=0.0, high=1.0)
+    nesterov: bool = _key(False, "Nesterov momentum for SGD")
+    weight_decay: float = _key(0.0, "decoupled weight decay (adamw, sgd)", low=0.0)
+    label_smoothing: float = _key(0.0, "label smoothing of the cross-entropy", low=0.0, high=0.5)
+    schedule: str = _key("plateau", "learning-rate schedule",
+                         choices=("plateau", "step", "cosine", "constant"))
+    plateau_factor: float = _key(0.1, "plateau: LR multiplier on a plateau of val_loss", low=0.0, high=1.0)
+    plateau_patience: int = _key(3, "plateau: epochs without improvement before cutting the LR", low=0)
+    plateau_cooldown: int = _key(2, "plateau: epochs to wait after a cut", low=0)
+    min_learning_rate: float = _key(1e-6, "plateau: lowest learning rate", low=0.0)
+    step_every: int = _key(20, "step: epochs between LR cuts", low=1)
+    step_factor: float = _key(0.2, "step: LR multiplier at each cut", low=0.0, high=1.0)
+    warmup_epochs: int = _key(0, "cosine: epochs of linear warm-up", low=0)
+    augment: bool = _key(False, "turn training augmentation on")
+    flip: bool = _key(True, "augment: random horizontal flips")
+    translate: float = _key(0.1, "augment: max shift, as a fraction of the image size", low=0.0, high=0.5)
+    erasing: float = _key(0.5, "augment: probability of random erasing", low=0.0, high=1.0)
+    width: float = _key(1.0, "width multiplier for the model's channels", low=0.01)
+    dropout: float = _key(0.5, "dropout before the classifier", low=0.0, high=0.95)
+    val_fraction: float = _key(0.1, "stratified validation hold-out from the training set", low=0.01, high=0.5)
+    seed: int = _key(42, "random seed for the split, shuffling, augmentation and weights", low=0)
+
+
+KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+
+
+def _valid_keys_hint():
+    return f"valid keys: {', '.join(KEYS)}"
+
+
+def _describe(f):
+    m = f.metadata
+    kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[f.type]
+    if m["choices"]:
+        return f"one of {', '.join(m['choices'])}"
+    bounds = []
+    if m["low"] is not None:
+        bounds.append(f">= {m['low']}")
+    if m["high"] is not None:
+        bounds.append(f"<= {m['high']}")
+    return kind + (" " + " and ".join(bounds) if bounds else "")
+
+
+def _coerce(f, value):
+    """Return `value` as the field's type, or raise ValueError."""
+    if f.type is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise ValueError
+    if isinstance(value, bool):
+        raise ValueError
+    if f.type is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return int(value)
+    if f.type is float:
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError
+    return value
+
+
+def check_value(key, value, source="config"):
+    if key not in _FIELDS:
+        close = difflib.get_close_matches(key, KEYS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{source}: unknown key '{key}'{hint}; {_valid_keys_hint()}")
+    f = _FIELDS[key]
+    m = f.metadata
+    try:
+        value = _coerce(f, value)
+        ok = ((m["choices"] is None or value in m["choices"])
+              and (m["low"] is None or value >= m["low"])
+              and (m["high"] is None or value <= m["high"]))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{source}: '{key}' must be {_describe(f)}, got {value!r}; {_valid_keys_hint()}")
+    return value
+
+
+def find_config_file(name_or_path) -> Path:
+    """A YAML path, or a name looked up in ./configs, the repository's configs/ and the installed copy."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        if candidate.is_file():
+            return candidate
+        raise ConfigError(f"config file {candidate} does not exist")
+    for folder in (Path.cwd() / "configs", REPO_CONFIG_DIR, Path(__file__).resolve().parent / "configs"):
+        path = folder / f"{name_or_path}.yaml"
+        if path.is_file():
+            return path
+    raise ConfigError(f"no config named '{name_or_path}'; available: {', '.join(available_configs())}")
+
+
+def available_configs():
+    names = set()
+    for folder in (Path.cwd() / "configs", REPO_CONFIG_DIR, Path(__file__).resolve().parent / "configs"):
+        names.update(p.stem for p in folder.glob("*.yaml"))
+    return sorted(names)
+
+
+def read_yaml_mapping(path) -> dict:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of key: value; {_valid_keys_hint()}")
+    return data
+
+
+def make_config(values: dict, source="config", base: TrainConfig | None = None) -> TrainConfig:
+    checked = {key: check_value(str(key), value, source) for key, value in values.items()}
+    return dataclasses.replace(base or TrainConfig(), **checked)
+
+
+def load_config(name_or_path, overrides: dict | None = None) -> TrainConfig:
+    """Defaults <- YAML file <- overrides (e.g. from CLI flags), each value validated."""
+    path = find_config_file(name_or_path)
+    config = make_config(read_yaml_mapping(path), source=str(path))
+    return make_config(overrides or {}, source="command line", base=config)
+
+
+def config_to_yaml(config: TrainConfig) -> str:
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)

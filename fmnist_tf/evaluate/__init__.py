@@ -1,0 +1,1 @@
+"""Metrics (scikit-learn), plots (matplotlib) and reports."""

@@ -1,0 +1,74 @@
+"""PNG plots for a run: confusion matrix, training curves, misclassified images."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
+
+from fmnist_tf.fileio import atomic_save_figure  # noqa: E402
+
+
+def save_confusion_matrix(y_true, y_pred, class_names, path):
+    fig, ax = plt.subplots(figsize=(9, 8))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true, y_pred, labels=np.arange(len(class_names)), display_labels=class_names,
+        xticks_rotation=45, cmap="Blues", colorbar=False, ax=ax)
+    ax.set_title("Test confusion matrix (rows: true class)")
+    atomic_save_figure(fig, path)
+    plt.close(fig)
+
+
+CURVES = ("loss", "accuracy", "precision", "recall", "f1")
+
+
+def save_training_curves(history_rows, class_names, path):
+    """Train vs validation curves, validation class-wise accuracy, LR and seconds per epoch."""
+    epochs = [int(row["epoch"]) + 1 for row in history_rows]
+
+    def column(name):
+        return [float(row[name]) if row.get(name) not in (None, "") else np.nan for row in history_rows]
+
+    fig, axes = plt.subplots(2, 4, figsize=(18, 8))
+    for ax, name in zip(axes.flat, CURVES):
+        ax.plot(epochs, column(name), marker="o", label="train")
+        ax.plot(epochs, column(f"val_{name}"), marker="o", label="validation")
+        ax.set_title(name if name == "loss" else f"{name} (weighted)" if name != "accuracy" else name)
+        ax.set_xlabel("epoch")
+        ax.legend()
+    ax = axes.flat[5]
+    for index, name in enumerate(class_names):
+        ax.plot(epochs, column(f"val_acc_class{index}"), label=name)
+    ax.set_title("validation accuracy per class")
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=7)
+    axes.flat[6].plot(epochs, column("learning_rate"), marker="o")
+    axes.flat[6].set_yscale("log")
+    axes.flat[6].set_title("learning rate")
+    axes.flat[7].bar(epochs, column("epoch_seconds"))
+    axes.flat[7].set_title("seconds per epoch (training)")
+    for ax in axes.flat[6:]:
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    atomic_save_figure(fig, path)
+    plt.close(fig)
+
+
+def save_misclassified(images, y_true, probabilities, class_names, path, limit=36):
+    """A grid of the most confidently wrong test images, titled `true -> predicted (p)`."""
+    y_pred = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(y_pred != y_true)
+    wrong = wrong[np.argsort(-probabilities[wrong, y_pred[wrong]])][:limit]
+    cols = 6
+    rows = max(1, int(np.ceil(len(wrong) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.2, rows * 2.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, index in zip(axes.flat, wrong):
+        ax.imshow(images[index], cmap="gray")
+        ax.set_title(f"{class_names[y_true[index]]}\n-> {class_names[y_pred[index]]} "
+                     f"({probabilities[index, y_pred[index]]:.2f})", fontsize=8)
+    fig.suptitle(f"Most confident mistakes ({len(np.flatnonzero(y_pred != y_true))} wrong in total)")
+    atomic_save_figure(fig, path)
+    plt.close(fig)

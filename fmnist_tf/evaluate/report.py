@@ -1,0 +1,62 @@
+"""`fmnist-tf evaluate`: test-set scores, a per-class table, metrics.json and plots."""
+
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import precision_recall_fscore_support
+
+from fmnist_tf.data.fashion_mnist import load_split
+from fmnist_tf.data.pipeline import to_model_input
+from fmnist_tf.evaluate.plots import save_confusion_matrix, save_misclassified, save_training_curves
+from fmnist_tf.evaluate.scores import classification_scores
+from fmnist_tf.fileio import atomic_write_json
+from fmnist_tf.modelio import class_names_for, load_model, resolve_model_path, run_dir_of
+from fmnist_tf.train.callbacks import read_history
+
+
+def per_class_table(y_true, y_pred, class_names):
+    labels = np.arange(len(class_names))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    return [{"class": name, "accuracy": float(r), "precision": float(p), "recall": float(r),
+             "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)]
+
+
+def format_report(scores, table):
+    lines = [f"{'class':<14}{'accuracy':>10}{'precision':>11}{'recall':>9}{'f1':>8}{'support':>9}"]
+    lines += [f"{row['class']:<14}{row['accuracy']:>10.4f}{row['precision']:>11.4f}{row['recall']:>9.4f}"
+              f"{row['f1']:>8.4f}{row['support']:>9d}" for row in table]
+    lines.append(f"{'weighted':<14}{scores['accuracy']:>10.4f}{scores['precision']:>11.4f}"
+                 f"{scores['recall']:>9.4f}{scores['f1']:>8.4f}{sum(r['support'] for r in table):>9d}")
+    return "\n".join(lines)
+
+
+def evaluate(run_or_model, *, data=None, out=None, batch_size=256):
+    """Score a model on the test split. Writes metrics.json and plots/ into the run directory
+    (or `out`, or `<model>-eval/` beside a bare model file). Returns the metrics dict."""
+    model_path = resolve_model_path(run_or_model)
+    run_dir = run_dir_of(model_path)
+    out_dir = Path(out) if out else run_dir or model_path.with_name(f"{model_path.stem}-eval")
+    class_names = class_names_for(model_path)
+    model = load_model(model_path)
+    images, labels = load_split("test", data)
+    probabilities = model.predict(to_model_input(images), batch_size=batch_size, verbose=0)
+    predicted = probabilities.argmax(axis=1)
+    scores = classification_scores(labels, predicted, len(class_names))
+    table = per_class_table(labels, predicted, class_names)
+    metrics = {"model": str(model_path), "test_size": int(len(labels)),
+               **{k: scores[k] for k in ("accuracy", "precision", "recall", "f1")}, "per_class": table}
+    print(f"{model_path}: test accuracy {scores['accuracy']:.4f}, weighted precision "
+          f"{scores['precision']:.4f}, recall {scores['recall']:.4f}, F1 {scores['f1']:.4f}")
+    print(format_report(scores, table))
+
+    plots = out_dir / "plots"
+    save_confusion_matrix(labels, predicted, class_names, plots / "confusion_matrix.png")
+    save_misclassified(images, labels, probabilities, class_names, plots / "misclassified.png")
+    history = read_history(run_dir / "history.csv") if run_dir else []
+    if history:
+        save_training_curves(history, class_names, plots / "training_curves.png")
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    print(f"saved {out_dir / 'metrics.json'} and plots in {plots}")
+    return metrics

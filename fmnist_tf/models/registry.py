@@ -1,0 +1,50 @@
+"""One registry from config name to builder.
+
+A builder is `builder(x, num_classes, *, width, dropout) -> probabilities`: it grows a network on
+the standardised input tensor `x`. `create_model` adds the input and the standardisation layer,
+so every model takes [0, 1] images and carries its training statistics.
+"""
+
+import importlib
+
+import keras
+
+_BUILDERS = {}
+_FAMILIES = ("fmnist_tf.models.cnn",)
+
+
+def register(name):
+    """Decorator: make a builder available as `model: NAME` in configs."""
+    def add(builder):
+        if name in _BUILDERS:
+            raise ValueError(f"model name '{name}' registered twice")
+        _BUILDERS[name] = builder
+        return builder
+    return add
+
+
+def _load_families():
+    for module in _FAMILIES:
+        importlib.import_module(module)
+
+
+def model_names():
+    _load_families()
+    return sorted(_BUILDERS)
+
+
+def get_builder(name):
+    _load_families()
+    if name not in _BUILDERS:
+        from fmnist_tf.errors import ConfigError
+        raise ConfigError(f"unknown model '{name}'; registered models: {', '.join(sorted(_BUILDERS))}")
+    return _BUILDERS[name]
+
+
+def create_model(name, *, num_classes=10, input_shape=(28, 28, 1), mean=0.0, variance=1.0,
+                 width=1.0, dropout=0.5):
+    builder = get_builder(name)
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Normalization(mean=mean, variance=variance, name="standardize")(inputs)
+    outputs = builder(x, num_classes, width=width, dropout=dropout)
+    return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,1 @@
+"""Training: one fit() for every task, its callbacks and the run-directory contract."""

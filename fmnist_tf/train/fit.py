@@ -1,0 +1,141 @@
+"""One `train()` for every classifier: data -> pipeline -> registry model -> `model.fit` -> run dir.
+
+Run directory: config.yaml, dataset.json, history.csv, best.keras (best validation weighted F1),
+last.keras, tensorboard/, and backup/ (removed when the run completes) for `--resume`.
+"""
+
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from fmnist_tf.config import TrainConfig, config_to_yaml, make_config, read_yaml_mapping
+from fmnist_tf.data.fashion_mnist import CLASS_NAMES, load_split, resolve_source
+from fmnist_tf.data.pipeline import augmentation_layers, make_dataset, split_train_val, standardization_stats
+from fmnist_tf.errors import FmnistError
+from fmnist_tf.fileio import atomic_write_json, atomic_write_text
+from fmnist_tf.models import create_model
+from fmnist_tf.train.callbacks import (Backup, BestCheckpoint, EpochTimer, HistoryCSV, LastCheckpoint,
+                                       ValidationReport, latest_backup, read_history)
+from fmnist_tf.train.metrics import WeightedScore
+
+
+def learning_rate(config: TrainConfig, steps_per_epoch):
+    """A float for schedules driven by callbacks; a per-step schedule for cosine."""
+    if config.schedule != "cosine":
+        return config.learning_rate
+    warmup = config.warmup_epochs * steps_per_epoch
+    decay = max(1, (config.epochs - config.warmup_epochs) * steps_per_epoch)
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay)
+    return keras.optimizers.schedules.CosineDecay(config.learning_rate / 100, decay,
+                                                  warmup_target=config.learning_rate, warmup_steps=warmup)
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch):
+    lr = learning_rate(config, steps_per_epoch)
+    decay = config.weight_decay or None
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=decay)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(lr, weight_decay=decay)
+
+
+def schedule_callbacks(config: TrainConfig):
+    if config.schedule == "plateau":
+        return [keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=config.plateau_factor, patience=config.plateau_patience,
+            cooldown=config.plateau_cooldown, min_lr=config.min_learning_rate, verbose=1)]
+    if config.schedule == "step":
+        return [keras.callbacks.LearningRateScheduler(
+            lambda epoch: config.learning_rate * config.step_factor ** (epoch // config.step_every))]
+    return []
+
+
+def compile_classifier(model, config: TrainConfig, steps_per_epoch, num_classes):
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"] + [WeightedScore(score, num_classes) for score in WeightedScore.SCORES],
+    )
+
+
+def new_run_dir(config: TrainConfig, out=None, root="runs"):
+    """`out`, or runs/<model>-<timestamp>; an existing non-empty folder is never reused."""
+    if out is None:
+        out = Path(root) / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise FmnistError(f"{out} already holds files; continue that run with --resume {out} "
+                          f"or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def resume_config(run_dir, overrides=None) -> TrainConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FmnistError(f"{run_dir} is not a run directory (no config.yaml); nothing to resume")
+    config = make_config(read_yaml_mapping(path), source=str(path))
+    return make_config(overrides or {}, source="command line", base=config)
+
+
+def _progress_verbosity():
+    return 1 if sys.stdout.isatty() else 2
+
+
+def train(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None) -> Path:
+    """Train `config.model` on Fashion-MNIST; returns the run directory."""
+    run_dir = Path(resume) if resume else new_run_dir(config, out)
+    backup_dir = run_dir / "backup"
+    initial_epoch, backup_path = latest_backup(backup_dir) if resume else (0, None)
+    if resume and backup_path is None and read_history(run_dir / "history.csv"):
+        raise FmnistError(f"{run_dir} has no backup state to resume from: the run already finished")
+
+    keras.utils.set_random_seed(config.seed)
+    images, labels = load_split("train", data)
+    (x_train, y_train), (x_val, y_val) = split_train_val(images, labels, config.val_fraction, config.seed)
+    mean, variance = standardization_stats(x_train)
+    num_classes = len(CLASS_NAMES)
+    atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+    atomic_write_json(run_dir / "dataset.json", {
+        "source": str(resolve_source(data) or "keras download"), "class_names": list(CLASS_NAMES),
+        "train_size": len(y_train), "val_size": len(y_val), "mean": mean, "variance": variance,
+        "val_fraction": config.val_fraction, "seed": config.seed})
+
+    train_ds = make_dataset(x_train, y_train, num_classes, config.batch_size, training=True,
+                            augment=augmentation_layers(config, config.seed), seed=config.seed)
+    val_ds = make_dataset(x_val, y_val, num_classes, config.batch_size)
+    steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
+
+    model = create_model(config.model, num_classes=num_classes, mean=mean, variance=variance,
+                         width=config.width, dropout=config.dropout)
+    compile_classifier(model, config, steps_per_epoch, num_classes)
+    if backup_path is not None:
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(backup_path)
+        print(f"resuming {run_dir} after epoch {initial_epoch}")
+    print(f"model {config.model}: {model.count_params():,} parameters; "
+          f"{len(y_train):,} training / {len(y_val):,} validation images; run directory {run_dir}")
+
+    history = HistoryCSV(run_dir / "history.csv", initial_epoch)
+    best_f1 = max((float(row["val_f1"]) for row in history.rows), default=-np.inf)
+    callbacks = [
+        EpochTimer(),
+        ValidationReport(val_ds, y_val, model.loss, num_classes),
+        BestCheckpoint(run_dir / "best.keras", "val_f1", best_f1),
+        LastCheckpoint(run_dir / "last.keras"),
+        history,
+        Backup(backup_dir),
+        *schedule_callbacks(config),
+        keras.callbacks.TensorBoard(run_dir / "tensorboard", write_graph=False, profile_batch=0),
+    ]
+    model.fit(train_ds, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,
+              verbose=_progress_verbosity() if verbose is None else verbose)
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    return run_dir

@@ -1,0 +1,1 @@
+"""Image preprocessing shared by predict and (later) realtime, CAM and detection."""

@@ -1,0 +1,73 @@
+"""Turn a real photo or scan of one item into the Fashion-MNIST look: light item on black, 28x28."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fmnist_tf.errors import FmnistError
+
+
+def read_image(path) -> np.ndarray:
+    """Read PNG/JPEG/... as grey uint8; transparent pixels count as background."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise FmnistError(f"{path}: cannot read this file as an image")
+    if image.size == 0:
+        raise FmnistError(f"{path}: the image is empty")
+    return to_grey(image)
+
+
+def to_grey(image) -> np.ndarray:
+    if image.dtype != np.uint8:
+        image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if image.ndim == 2:
+        return image
+    if image.shape[2] == 4:
+        alpha = image[..., 3:4].astype(np.float32) / 255.0  # cut-outs go onto white
+        image = (image[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+    return cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2GRAY)
+
+
+def _border_pixels(grey):
+    return np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+
+
+def item_box(grey):
+    """(x0, y0, x1, y1) of the item on an already dark background, or None when there is no item."""
+    blurred = cv2.GaussianBlur(grey, (5, 5), 0)
+    _, mask = cv2.threshold(blurred, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def to_fashion_mnist(grey, size=28, margin=0, name="image") -> np.ndarray:
+    """Polarity from the border (Fashion-MNIST is light-on-black), tight crop, square pad, resize."""
+    grey = np.asarray(grey, dtype=np.uint8)
+    if grey.ndim != 2 or grey.size == 0:
+        raise FmnistError(f"{name}: expected a non-empty grey image")
+    if int(grey.max()) - int(grey.min()) < 8:
+        raise FmnistError(f"{name}: the image is blank (no item to classify)")
+    if np.median(_border_pixels(grey)) > 127:
+        grey = 255 - grey
+    background = int(np.median(_border_pixels(grey)))
+    grey = cv2.subtract(grey, np.full_like(grey, background))  # background -> 0, as in the dataset
+    box = item_box(grey)
+    if box is None:
+        raise FmnistError(f"{name}: no item found")
+    x0, y0, x1, y1 = box
+    crop = grey[y0:y1, x0:x1]
+    side = max(crop.shape)
+    square = np.zeros((side, side), np.uint8)
+    top, left = (side - crop.shape[0]) // 2, (side - crop.shape[1]) // 2
+    square[top:top + crop.shape[0], left:left + crop.shape[1]] = crop
+    inner = size - 2 * margin
+    interpolation = cv2.INTER_AREA if side > inner else cv2.INTER_LINEAR
+    resized = cv2.resize(square, (inner, inner), interpolation=interpolation)
+    return cv2.copyMakeBorder(resized, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=0)
+
+
+def load_as_fashion_mnist(path, size=28, margin=0) -> np.ndarray:
+    return to_fashion_mnist(read_image(path), size=size, margin=margin, name=str(Path(path)))
