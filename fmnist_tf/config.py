@@ -12,7 +12,7 @@ import yaml
 
 from fmnist_tf.errors import ConfigError
 
-REPO_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # configs/ at the top is a link to it
 
 
 def _key(default, help, choices=None, low=None, high=None):
@@ -112,13 +112,13 @@ def check_value(key, value, source="config"):
 
 
 def find_config_file(name_or_path) -> Path:
-    """A YAML path, or a name looked up in ./configs, the repository's configs/ and the installed copy."""
+    """A YAML path, or a name looked up in ./configs (your own), then the package's configs."""
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml"):
         if candidate.is_file():
             return candidate
         raise ConfigError(f"config file {candidate} does not exist")
-    for folder in (Path.cwd() / "configs", REPO_CONFIG_DIR, Path(__file__).resolve().parent / "configs"):
+    for folder in (Path.cwd() / "configs", PACKAGED_CONFIG_DIR):
         path = folder / f"{name_or_path}.yaml"
         if path.is_file():
             return path
@@ -127,7 +127,7 @@ def find_config_file(name_or_path) -> Path:
 
 def available_configs():
     names = set()
-    for folder in (Path.cwd() / "configs", REPO_CONFIG_DIR, Path(__file__).resolve().parent / "configs"):
+    for folder in (Path.cwd() / "configs", PACKAGED_CONFIG_DIR):
         names.update(p.stem for p in folder.glob("*.yaml"))
     return sorted(names)
 

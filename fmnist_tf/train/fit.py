@@ -4,6 +4,7 @@ Run directory: config.yaml, dataset.json, history.csv, best.keras (best validati
 last.keras, tensorboard/, and backup/ (removed when the run completes) for `--resume`.
 """
 
+import json
 import math
 import shutil
 import sys
@@ -85,6 +86,13 @@ def resume_config(run_dir, overrides=None) -> TrainConfig:
     return make_config(overrides or {}, source="command line", base=config)
 
 
+def recorded_source(run_dir):
+    """The data source a run was trained on (None: the default search order)."""
+    path = Path(run_dir) / "dataset.json"
+    source = json.loads(path.read_text()).get("source") if path.is_file() else None
+    return None if source in (None, "keras download") else source
+
+
 def _progress_verbosity():
     return 1 if sys.stdout.isatty() else 2
 
@@ -92,6 +100,8 @@ def _progress_verbosity():
 def train(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None) -> Path:
     """Train `config.model` on Fashion-MNIST; returns the run directory."""
     run_dir = Path(resume) if resume else new_run_dir(config, out)
+    if resume and data is None:
+        data = recorded_source(run_dir)
     backup_dir = run_dir / "backup"
     initial_epoch, backup_path = latest_backup(backup_dir) if resume else (0, None)
     if resume and backup_path is None and read_history(run_dir / "history.csv"):

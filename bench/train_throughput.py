@@ -1,0 +1,111 @@
+"""Training throughput (images/s and achieved GFLOP/s) of our tf.data pipeline vs the plain ways.
+
+    FMNIST_DATA_DIR=../shared/data/fashion-mnist python bench/train_throughput.py baseline deep
+
+For each model, four input paths feed the same compiled model, measured in rounds (A B C D, A B C D,
+...) so machine noise hits every path alike; the median per path is reported with its ratio:
+  plain        numpy arrays straight into model.fit (no augmentation)      <- baseline for "ours"
+  ours         fmnist_tf.data.pipeline.make_dataset (no augmentation)
+  pydataset    keras.utils.PyDataset calling the same augmentation layers per batch in Python
+  ours+aug     make_dataset with augmentation inside tf.data               <- vs pydataset
+Writes bench/results/train_throughput.json.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_machine  # noqa: E402
+
+from fmnist_tf.config import load_config, make_config  # noqa: E402
+from fmnist_tf.data.fashion_mnist import load_split  # noqa: E402
+from fmnist_tf.data.pipeline import augmentation_layers, make_dataset, standardization_stats  # noqa: E402
+from fmnist_tf.fileio import atomic_write_json  # noqa: E402
+from fmnist_tf.models import create_model  # noqa: E402
+from fmnist_tf.models.flops import training_flops  # noqa: E402
+from fmnist_tf.train.fit import compile_classifier  # noqa: E402
+
+
+class AugmentingPyDataset(keras.utils.PyDataset):
+    """The common plain-Keras way to augment: a Python loader calling the layers batch by batch."""
+
+    def __init__(self, images, labels, batch_size, augment):
+        super().__init__()
+        self.images, self.labels, self.batch_size, self.augment = images, labels, batch_size, augment
+
+    def __len__(self):
+        return len(self.labels) // self.batch_size
+
+    def __getitem__(self, index):
+        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        x = self.images[part][..., None].astype("float32") / 255.0
+        return np.asarray(self.augment(x, training=True)), np.eye(10, dtype="float32")[self.labels[part]]
+
+
+def images_per_second(model, fit_source, count, fit_kwargs):
+    start = time.perf_counter()
+    model.fit(fit_source, epochs=1, verbose=0, **fit_kwargs)
+    return count / (time.perf_counter() - start)
+
+
+def measure(name, images, labels, steps, rounds):
+    config = load_config(name)
+    batch = config.batch_size
+    count = steps * batch
+    x, y = images[:count], labels[:count]
+    mean, variance = standardization_stats(x)
+    model = create_model(config.model, mean=mean, variance=variance, width=config.width, dropout=config.dropout)
+    compile_classifier(model, config, steps, 10)
+    augment = augmentation_layers(make_config({"augment": True}, base=config), seed=0)
+    x_float, y_onehot = x[..., None].astype("float32") / 255.0, np.eye(10, dtype="float32")[y]
+    paths = {
+        "plain": (x_float, {"batch_size": batch, "shuffle": True, "y": y_onehot}),
+        "ours": (make_dataset(x, y, 10, batch, training=True), {"shuffle": False}),
+        "pydataset": (AugmentingPyDataset(x, y, batch, augment), {"shuffle": True}),
+        "ours+aug": (make_dataset(x, y, 10, batch, training=True, augment=augment), {"shuffle": False}),
+    }
+    speeds = {path: [] for path in paths}
+    for round_index in range(rounds + 1):  # round 0 warms up (graph tracing, thread pools)
+        for path, (source, kwargs) in paths.items():
+            speed = images_per_second(model, source, count, kwargs)
+            if round_index:
+                speeds[path].append(speed)
+        print(f"{name} round {round_index}: " + ", ".join(f"{p} {s[-1]:.0f}/s" for p, s in speeds.items() if s),
+              flush=True)
+    median = {path: statistics.median(values) for path, values in speeds.items()}
+    flops = training_flops(model)
+    return {
+        "config": name, "batch_size": batch, "images_per_round": count, "rounds": rounds,
+        "training_mflops_per_image": round(flops / 1e6, 2),
+        "images_per_second": {p: round(v, 1) for p, v in median.items()},
+        "gflops_per_second": {p: round(v * flops / 1e9, 1) for p, v in median.items()},
+        "ratio_ours_vs_plain": round(median["ours"] / median["plain"], 3),
+        "ratio_ours_aug_vs_pydataset_aug": round(median["ours+aug"] / median["pydataset"], 3),
+        "augmentation_cost": round(median["ours+aug"] / median["ours"], 3),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--data", help="Fashion-MNIST folder (default: $FMNIST_DATA_DIR)")
+    parser.add_argument("--steps", type=int, default=40, help="training steps per measurement")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--results", default="bench/results/train_throughput.json")
+    args = parser.parse_args()
+    images, labels = load_split("train", args.data)
+    results = {"machine": describe_machine(),
+               "models": [measure(name, images, labels, args.steps, args.rounds) for name in args.models]}
+    atomic_write_json(args.results, results)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
