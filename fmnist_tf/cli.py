@@ -12,29 +12,47 @@ DATA_HELP = ("Fashion-MNIST source: a folder with the four IDX .gz files (md5-ch
              "CSV. Default: $FMNIST_DATA_DIR, then ~/.keras/datasets/fashion-mnist, then a download")
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse prints the whole usage block on a bad argument; we print one line."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _examples(*lines):
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _add_config_overrides(parser):
-    from fmnist_tf.config import _FIELDS, _describe
+    from fmnist_tf.config import FIELDS, describe_key
 
     group = parser.add_argument_group("config overrides (any key of the YAML file; see configs/)")
-    for name, f in _FIELDS.items():
+    for name, f in FIELDS.items():
         group.add_argument(f"--{name.replace('_', '-')}", dest=f"set_{name}", metavar="V",
-                           help=f"{f.metadata['help']} ({_describe(f)})")
+                           help=f"{f.metadata['help']} ({describe_key(f)})")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Keras 3 / TensorFlow toolkit for Fashion-MNIST: train, evaluate and use classifiers.",
         epilog=_examples(f"{PROG} train -c deep", f"{PROG} evaluate runs/deep-20261124-101500",
                          f"{PROG} predict runs/deep-20261124-101500 shoe.jpg",
                          f"{PROG} SUBCOMMAND --help   (every subcommand has examples)"))
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineErrorParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show full tracebacks and TensorFlow logs")
-    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True,
+                                parser_class=OneLineErrorParser)
 
     def add(name, help, examples):
         return sub.add_parser(name, help=help, description=help, parents=[common], epilog=examples,
@@ -57,7 +75,7 @@ def build_parser():
     evaluate.add_argument("model", metavar="RUN_DIR_OR_MODEL")
     evaluate.add_argument("--data", help=DATA_HELP)
     evaluate.add_argument("--out", help="where metrics.json and plots/ go (default: the run directory)")
-    evaluate.add_argument("--batch-size", type=int, default=256)
+    evaluate.add_argument("--batch-size", type=positive_int, default=256)
 
     predict = add("predict", "classify image files (PNG/JPEG, any size, colour or grey, any background)",
                   _examples(f"{PROG} predict runs/smoke shirt.png boot.jpg",
@@ -65,7 +83,7 @@ def build_parser():
     predict.add_argument("model", metavar="RUN_DIR_OR_MODEL")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--json", action="store_true", help="print one JSON document")
-    predict.add_argument("--top", type=int, default=3, help="classes to report per image (default 3)")
+    predict.add_argument("--top", type=positive_int, default=3, help="classes to report per image (default 3)")
 
     add("models", "list registered models and available configs", _examples(f"{PROG} models"))
     return parser

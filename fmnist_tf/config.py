@@ -5,6 +5,7 @@
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,8 +16,10 @@ from fmnist_tf.errors import ConfigError
 PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # configs/ at the top is a link to it
 
 
-def _key(default, help, choices=None, low=None, high=None):
-    return field(default=default, metadata={"help": help, "choices": choices, "low": low, "high": high})
+def _key(default, help, choices=None, low=None, high=None, below=None):
+    """`low`/`high` are inclusive bounds, `below` an exclusive upper bound."""
+    return field(default=default, metadata={"help": help, "choices": choices, "low": low, "high": high,
+                                            "below": below})
 
 
 @dataclass
@@ -25,32 +28,32 @@ class TrainConfig:
     epochs: int = _key(10, "number of epochs", low=1)
     batch_size: int = _key(128, "batch size", low=1)
     optimizer: str = _key("adam", "optimizer", choices=("adam", "adamw", "sgd"))
-    learning_rate: float = _key(1e-3, "initial (peak) learning rate", low=0.0)
+    learning_rate: float = _key(1e-3, "initial (peak) learning rate", low=0.0, high=10.0)
     momentum: float = _key(0.9, "SGD momentum", low=0.0, high=1.0)
     nesterov: bool = _key(False, "Nesterov momentum for SGD")
-    weight_decay: float = _key(0.0, "decoupled weight decay (adamw, sgd)", low=0.0)
+    weight_decay: float = _key(0.0, "decoupled weight decay", low=0.0)
     label_smoothing: float = _key(0.0, "label smoothing of the cross-entropy", low=0.0, high=0.5)
     schedule: str = _key("plateau", "learning-rate schedule",
                          choices=("plateau", "step", "cosine", "constant"))
-    plateau_factor: float = _key(0.1, "plateau: LR multiplier on a plateau of val_loss", low=0.0, high=1.0)
+    plateau_factor: float = _key(0.1, "plateau: LR multiplier on a plateau of val_loss", low=0.0, below=1.0)
     plateau_patience: int = _key(3, "plateau: epochs without improvement before cutting the LR", low=0)
     plateau_cooldown: int = _key(2, "plateau: epochs to wait after a cut", low=0)
     min_learning_rate: float = _key(1e-6, "plateau: lowest learning rate", low=0.0)
     step_every: int = _key(20, "step: epochs between LR cuts", low=1)
-    step_factor: float = _key(0.2, "step: LR multiplier at each cut", low=0.0, high=1.0)
+    step_factor: float = _key(0.2, "step: LR multiplier at each cut", low=0.0, below=1.0)
     warmup_epochs: int = _key(0, "cosine: epochs of linear warm-up", low=0)
     augment: bool = _key(False, "turn training augmentation on")
     flip: bool = _key(True, "augment: random horizontal flips")
     translate: float = _key(0.1, "augment: max shift, as a fraction of the image size", low=0.0, high=0.5)
     erasing: float = _key(0.5, "augment: probability of random erasing", low=0.0, high=1.0)
-    width: float = _key(1.0, "width multiplier for the model's channels", low=0.01)
+    width: float = _key(1.0, "width multiplier for the model's channels", low=0.01, high=16.0)
     dropout: float = _key(0.5, "dropout before the classifier", low=0.0, high=0.95)
     val_fraction: float = _key(0.1, "stratified validation hold-out from the training set", low=0.01, high=0.5)
     seed: int = _key(42, "random seed for the split, shuffling, augmentation and weights", low=0)
 
 
 KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 
 
@@ -58,7 +61,7 @@ def _valid_keys_hint():
     return f"valid keys: {', '.join(KEYS)}"
 
 
-def _describe(f):
+def describe_key(f):
     m = f.metadata
     kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[f.type]
     if m["choices"]:
@@ -68,6 +71,8 @@ def _describe(f):
         bounds.append(f">= {m['low']}")
     if m["high"] is not None:
         bounds.append(f"<= {m['high']}")
+    if m["below"] is not None:
+        bounds.append(f"< {m['below']}")
     return kind + (" " + " and ".join(bounds) if bounds else "")
 
 
@@ -86,28 +91,37 @@ def _coerce(f, value):
             raise ValueError
         return int(value)
     if f.type is float:
-        return float(value)
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError
+        return value
     if not isinstance(value, str):
         raise ValueError
     return value
 
 
 def check_value(key, value, source="config"):
-    if key not in _FIELDS:
+    if key not in FIELDS:
         close = difflib.get_close_matches(key, KEYS, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         raise ConfigError(f"{source}: unknown key '{key}'{hint}; {_valid_keys_hint()}")
-    f = _FIELDS[key]
+    f = FIELDS[key]
     m = f.metadata
     try:
         value = _coerce(f, value)
         ok = ((m["choices"] is None or value in m["choices"])
               and (m["low"] is None or value >= m["low"])
-              and (m["high"] is None or value <= m["high"]))
+              and (m["high"] is None or value <= m["high"])
+              and (m["below"] is None or value < m["below"]))
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise ConfigError(f"{source}: '{key}' must be {_describe(f)}, got {value!r}; {_valid_keys_hint()}")
+        raise ConfigError(f"{source}: '{key}' must be {describe_key(f)}, got {value!r}; {_valid_keys_hint()}")
+    if key == "model":
+        from fmnist_tf.models import model_names  # imports Keras: only when a model name is checked
+
+        if value not in model_names():
+            raise ConfigError(f"{source}: unknown model '{value}'; registered models: {', '.join(model_names())}")
     return value
 
 

@@ -5,15 +5,20 @@ import os
 import tempfile
 from pathlib import Path
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def _temp_beside(path: Path, suffix: str) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
-    os.chmod(name, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs should be as readable as any file
+    os.chmod(name, 0o644)  # mkstemp makes 0600; outputs should be as readable as any file
     return Path(name)
+
+
+def remove_stale_temporaries(folder):
+    """Delete temporary files a killed process left behind (`.<name>.<random><suffix>`)."""
+    for path in Path(folder).rglob(".*.*"):
+        if path.is_file() and path.name.count(".") >= 2:
+            path.unlink()
 
 
 def atomic_write(path, write, suffix=""):

@@ -103,9 +103,17 @@ def test_bad_inputs_are_one_line_errors(trained_run, tiny_data, tmp_path, capsys
         (["train", "-c", bad_config, "--data", tiny_data], "unknown key 'learnig_rate'"),
         (["train", "-c", "baseline", "--epochs", "zero", "--data", tiny_data], "'epochs' must be an integer"),
         (["train", "-c", "baseline", "--data", tiny_data, "--out", trained_run], "already holds files"),
+        (["train", "--resume", trained_run], "already finished its 4 epochs"),
+        (["train", "--resume", trained_run, "--width", "2"], "only --epochs may be changed, not: --width"),
+        (["train", "-c", "baseline", "--data", tmp_path / "nowhere"], "no such file or folder"),
+        (["predict", trained_run, blank, "--top", "0"], "expected a positive integer"),
+        (["train", "-c", "deep", "--epochs"], "expected one argument"),
     ]
     for args, fragment in cases:
-        code, _, err = run_cli(args, capsys)
+        try:
+            code, _, err = run_cli(args, capsys)
+        except SystemExit as exit_:  # argparse exits by itself
+            code, err = exit_.code, capsys.readouterr().err
         assert code != 0, args
         assert fragment in err and err.count("\n") == 1, (args, err)
 
@@ -127,24 +135,30 @@ def test_kill_9_in_third_epoch_then_resume_records_each_epoch_once(tmp_path):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "fmnist_tf", "train"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = open(tmp_path / "first.log", "w")
     process = subprocess.Popen(command + ["-c", "baseline", "--data", str(data), "--width", "0.25",
                                           "--batch-size", "8", "--epochs", "5", "--out", str(run)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     while latest_backup(run / "backup")[0] < 2 and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)  # epoch 2 is backed up: the process is in its third epoch
     process.wait()
     done_before = latest_backup(run / "backup")[0]
-    assert 2 <= done_before < 5, "the kill must land mid-run"
+    log.close()
+    assert 2 <= done_before < 5, "the kill must land mid-run: " + (tmp_path / "first.log").read_text()[-1500:]
 
     # --data is not repeated: the run remembers its source
     resumed = subprocess.run(command + ["--resume", str(run)], env=env, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"after epoch {done_before}" in resumed.stdout
-    assert [int(r["epoch"]) for r in read_history(run / "history.csv")] == [0, 1, 2, 3, 4]
+    rows = read_history(run / "history.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]
     assert not (run / "backup").exists()
+    # the weights and optimizer were restored: the first redone epoch trains on from where it was
+    # (a fresh start would repeat epoch 0's high loss)
+    assert float(rows[done_before]["loss"]) < 0.8 * float(rows[0]["loss"])
 
 
 def test_installed_console_script_finds_packaged_configs(tmp_path):

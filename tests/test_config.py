@@ -32,7 +32,14 @@ def test_misspelt_key_is_named_with_a_suggestion(tmp_path):
 def test_bad_values_are_one_line_errors(key, value, fragment):
     with pytest.raises(ConfigError, match=fragment) as error:
         make_config({key: value})
-    assert "valid keys:" in str(error.value)
+    assert "valid keys:" in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("key, value", [("plateau_factor", 1.0), ("learning_rate", float("inf")),
+                                        ("width", float("nan")), ("model", "nope")])
+def test_values_that_would_fail_late_are_refused_early(key, value):
+    with pytest.raises(ConfigError, match=key if key != "model" else "unknown model 'nope'"):
+        make_config({key: value})
 
 
 def test_command_line_strings_are_coerced():
@@ -51,9 +58,11 @@ def test_non_mapping_yaml_and_unknown_config(tmp_path):
         load_config("nope")
 
 
-def test_every_key_is_a_command_line_flag_with_help():
-    from fmnist_tf.cli import build_parser
+def test_every_key_is_a_command_line_flag_with_help(capsys):
+    from fmnist_tf.cli import main
 
-    train_help = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    train_help = capsys.readouterr().out
     for key in KEYS:
         assert f"--{key.replace('_', '-')}" in train_help

@@ -85,7 +85,8 @@ def test_environment_variable_is_used(tiny_data, monkeypatch):
 
 def test_download_failure_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.delenv("FMNIST_DATA_DIR", raising=False)
-    monkeypatch.setattr(fm, "KERAS_CACHE", tmp_path / "empty-cache")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras-home"))
+    monkeypatch.setattr(fm, "keras_cache_dirs", lambda: [tmp_path / "empty-cache"])
 
     def no_network():
         raise OSError("no route to host")

@@ -34,7 +34,7 @@ def save_training_curves(history_rows, class_names, path):
     for ax, name in zip(axes.flat, CURVES):
         ax.plot(epochs, column(name), marker="o", label="train")
         ax.plot(epochs, column(f"val_{name}"), marker="o", label="validation")
-        ax.set_title(name if name == "loss" else f"{name} (weighted)" if name != "accuracy" else name)
+        ax.set_title(name if name in ("loss", "accuracy") else f"{name} (weighted)")
         ax.set_xlabel("epoch")
         ax.legend()
     ax = axes.flat[5]

@@ -12,6 +12,7 @@ from fmnist_tf.evaluate.scores import classification_scores
 from fmnist_tf.fileio import atomic_write_json
 from fmnist_tf.modelio import class_names_for, load_model, resolve_model_path, run_dir_of
 from fmnist_tf.train.callbacks import read_history
+from fmnist_tf.train.fit import recorded_source
 
 
 def per_class_table(y_true, y_pred, class_names):
@@ -33,14 +34,14 @@ def format_report(scores, table):
 
 
 def evaluate(run_or_model, *, data=None, out=None, batch_size=256):
-    """Score a model on the test split. Writes metrics.json and plots/ into the run directory
+    """Score a model on the test split (of the run's own data source unless `data` is given). Writes metrics.json and plots/ into the run directory
     (or `out`, or `<model>-eval/` beside a bare model file). Returns the metrics dict."""
     model_path = resolve_model_path(run_or_model)
     run_dir = run_dir_of(model_path)
     out_dir = Path(out) if out else run_dir or model_path.with_name(f"{model_path.stem}-eval")
     class_names = class_names_for(model_path)
     model = load_model(model_path)
-    images, labels = load_split("test", data)
+    images, labels = load_split("test", data or (recorded_source(run_dir) if run_dir else None))
     probabilities = model.predict(to_model_input(images), batch_size=batch_size, verbose=0)
     predicted = probabilities.argmax(axis=1)
     scores = classification_scores(labels, predicted, len(class_names))

@@ -9,6 +9,8 @@ import importlib
 
 import keras
 
+from fmnist_tf.errors import ConfigError
+
 _BUILDERS = {}
 _FAMILIES = ("fmnist_tf.models.cnn",)
 
@@ -36,7 +38,6 @@ def model_names():
 def get_builder(name):
     _load_families()
     if name not in _BUILDERS:
-        from fmnist_tf.errors import ConfigError
         raise ConfigError(f"unknown model '{name}'; registered models: {', '.join(sorted(_BUILDERS))}")
     return _BUILDERS[name]
 

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 import math
 import re
 import time
@@ -11,7 +12,7 @@ import keras
 import numpy as np
 
 from fmnist_tf.evaluate.scores import classification_scores
-from fmnist_tf.fileio import atomic_save_model, atomic_save_weights, atomic_write_text
+from fmnist_tf.fileio import atomic_save_model, atomic_save_weights, atomic_write_json, atomic_write_text
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -68,31 +69,55 @@ class LastCheckpoint(keras.callbacks.Callback):
 
 
 BACKUP_PATTERN = re.compile(r"^epoch-(\d+)\.weights\.h5$")
+# Callback attributes that must survive a resume (Keras resets them in on_train_begin).
+RESUMABLE_STATE = {"ReduceLROnPlateau": ("wait", "cooldown_counter", "best")}
 
 
 def latest_backup(folder):
-    """(completed epochs, path) of the newest backup in `folder`, or (0, None)."""
+    """(completed epochs, weights path) of the newest backup in `folder`, or (0, None)."""
     found = [(int(m.group(1)), p) for p in Path(folder).glob("epoch-*.weights.h5")
              if (m := BACKUP_PATTERN.match(p.name))]
     return max(found, default=(0, None))
 
 
-class Backup(keras.callbacks.Callback):
-    """Model and optimizer state after each epoch, for `--resume` after any crash, SIGKILL included.
+def backup_state_path(weights_path):
+    return Path(str(weights_path).replace(".weights.h5", ".state.json"))
 
-    The epoch count is in the file name and the file appears by an atomic rename, so weights and
-    epoch can never disagree (Keras' BackupAndRestore writes them as two files, in place).
+
+class Backup(keras.callbacks.Callback):
+    """Model, optimizer and schedule state after each epoch, for `--resume` after any crash, SIGKILL included.
+
+    The epoch count is in the file name and the weights file appears last, by an atomic rename, so the
+    newest weights file always has its matching state beside it (Keras' BackupAndRestore writes weights
+    and epoch as two files in place, and forgets ReduceLROnPlateau's counters).
     """
 
-    def __init__(self, folder):
+    def __init__(self, folder, callbacks=(), restore=None):
         super().__init__()
         self.folder = Path(folder)
+        self.stateful = [cb for cb in callbacks if type(cb).__name__ in RESUMABLE_STATE]
+        self.restore = restore or {}
+
+    def on_train_begin(self, logs=None):
+        for callback in self.stateful:
+            for key, value in self.restore.get(type(callback).__name__, {}).items():
+                setattr(callback, key, value)
 
     def on_epoch_end(self, epoch, logs=None):
         _, previous = latest_backup(self.folder)
-        atomic_save_weights(self.model, self.folder / f"epoch-{epoch + 1:04d}.weights.h5")
+        weights = self.folder / f"epoch-{epoch + 1:04d}.weights.h5"
+        state = {type(cb).__name__: {k: float(getattr(cb, k)) for k in RESUMABLE_STATE[type(cb).__name__]}
+                 for cb in self.stateful}
+        atomic_write_json(backup_state_path(weights), state)
+        atomic_save_weights(self.model, weights)
         if previous is not None:
             previous.unlink(missing_ok=True)
+            backup_state_path(previous).unlink(missing_ok=True)
+
+
+def read_backup_state(weights_path):
+    path = backup_state_path(weights_path)
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def read_history(path):

@@ -18,10 +18,10 @@ from fmnist_tf.config import TrainConfig, config_to_yaml, make_config, read_yaml
 from fmnist_tf.data.fashion_mnist import CLASS_NAMES, load_split, resolve_source
 from fmnist_tf.data.pipeline import augmentation_layers, make_dataset, split_train_val, standardization_stats
 from fmnist_tf.errors import FmnistError
-from fmnist_tf.fileio import atomic_write_json, atomic_write_text
+from fmnist_tf.fileio import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from fmnist_tf.models import create_model
 from fmnist_tf.train.callbacks import (Backup, BestCheckpoint, EpochTimer, HistoryCSV, LastCheckpoint,
-                                       ValidationReport, latest_backup, read_history)
+                                       ValidationReport, latest_backup, read_backup_state, read_history)
 from fmnist_tf.train.metrics import WeightedScore
 
 
@@ -66,22 +66,27 @@ def compile_classifier(model, config: TrainConfig, steps_per_epoch, num_classes)
     )
 
 
-def new_run_dir(config: TrainConfig, out=None, root="runs"):
+def choose_run_dir(config: TrainConfig, out=None, root="runs") -> Path:
     """`out`, or runs/<model>-<timestamp>; an existing non-empty folder is never reused."""
-    if out is None:
-        out = Path(root) / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = Path(out)
+    out = Path(out) if out else Path(root) / f"{config.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     if out.exists() and any(out.iterdir()):
         raise FmnistError(f"{out} already holds files; continue that run with --resume {out} "
                           f"or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
     return out
 
 
+RESUME_OVERRIDABLE = {"epochs"}
+
+
 def resume_config(run_dir, overrides=None) -> TrainConfig:
+    """The run's own config; only `epochs` may change (anything else would change the run midway)."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise FmnistError(f"{run_dir} is not a run directory (no config.yaml); nothing to resume")
+    refused = sorted(set(overrides or {}) - RESUME_OVERRIDABLE)
+    if refused:
+        raise FmnistError(f"--resume keeps the run's config; only --epochs may be changed, not: "
+                          f"{', '.join('--' + key.replace('_', '-') for key in refused)}")
     config = make_config(read_yaml_mapping(path), source=str(path))
     return make_config(overrides or {}, source="command line", base=config)
 
@@ -93,31 +98,38 @@ def recorded_source(run_dir):
     return None if source in (None, "keras download") else source
 
 
+def resume_point(run_dir, config):
+    """(initial epoch, backup weights or None) for `--resume`."""
+    epochs_done, backup = latest_backup(Path(run_dir) / "backup")
+    if backup is None:
+        if len(read_history(Path(run_dir) / "history.csv")) >= config.epochs:
+            raise FmnistError(f"{run_dir} already finished its {config.epochs} epochs; "
+                              f"start a new run to train longer")
+        return 0, None  # died before its first backup: start over
+    if epochs_done >= config.epochs:
+        raise FmnistError(f"{run_dir} has done {epochs_done} epochs; pass --epochs above that to continue")
+    return epochs_done, backup
+
+
 def _progress_verbosity():
     return 1 if sys.stdout.isatty() else 2
 
 
 def train(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None) -> Path:
     """Train `config.model` on Fashion-MNIST; returns the run directory."""
-    run_dir = Path(resume) if resume else new_run_dir(config, out)
-    if resume and data is None:
-        data = recorded_source(run_dir)
-    backup_dir = run_dir / "backup"
-    initial_epoch, backup_path = latest_backup(backup_dir) if resume else (0, None)
-    if resume and backup_path is None and read_history(run_dir / "history.csv"):
-        raise FmnistError(f"{run_dir} has no backup state to resume from: the run already finished")
+    if resume:
+        run_dir = Path(resume)
+        data = data or recorded_source(run_dir)
+        initial_epoch, backup_path = resume_point(run_dir, config)
+        remove_stale_temporaries(run_dir)
+    else:
+        run_dir, (initial_epoch, backup_path) = choose_run_dir(config, out), (0, None)
 
     keras.utils.set_random_seed(config.seed)
     images, labels = load_split("train", data)
     (x_train, y_train), (x_val, y_val) = split_train_val(images, labels, config.val_fraction, config.seed)
     mean, variance = standardization_stats(x_train)
     num_classes = len(CLASS_NAMES)
-    atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
-    atomic_write_json(run_dir / "dataset.json", {
-        "source": str(resolve_source(data) or "keras download"), "class_names": list(CLASS_NAMES),
-        "train_size": len(y_train), "val_size": len(y_val), "mean": mean, "variance": variance,
-        "val_fraction": config.val_fraction, "seed": config.seed})
-
     train_ds = make_dataset(x_train, y_train, num_classes, config.batch_size, training=True,
                             augment=augmentation_layers(config, config.seed), seed=config.seed)
     val_ds = make_dataset(x_val, y_val, num_classes, config.batch_size)
@@ -133,19 +145,29 @@ def train(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None
     print(f"model {config.model}: {model.count_params():,} parameters; "
           f"{len(y_train):,} training / {len(y_val):,} validation images; run directory {run_dir}")
 
+    # Everything that can fail on bad settings has run: only now does the run directory get files.
+    source = resolve_source(data)
+    atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
+    atomic_write_json(run_dir / "dataset.json", {
+        "source": str(source.resolve()) if source else "keras download", "class_names": list(CLASS_NAMES),
+        "train_size": len(y_train), "val_size": len(y_val), "mean": mean, "variance": variance,
+        "val_fraction": config.val_fraction, "seed": config.seed})
+
     history = HistoryCSV(run_dir / "history.csv", initial_epoch)
     best_f1 = max((float(row["val_f1"]) for row in history.rows), default=-np.inf)
+    schedule = schedule_callbacks(config)
     callbacks = [
         EpochTimer(),
         ValidationReport(val_ds, y_val, model.loss, num_classes),
         BestCheckpoint(run_dir / "best.keras", "val_f1", best_f1),
         LastCheckpoint(run_dir / "last.keras"),
         history,
-        Backup(backup_dir),
-        *schedule_callbacks(config),
+        *schedule,
         keras.callbacks.TensorBoard(run_dir / "tensorboard", write_graph=False, profile_batch=0),
+        # last: it snapshots the state after the schedule has acted on this epoch
+        Backup(run_dir / "backup", schedule, read_backup_state(backup_path) if backup_path else None),
     ]
     model.fit(train_ds, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,
               verbose=_progress_verbosity() if verbose is None else verbose)
-    shutil.rmtree(backup_dir, ignore_errors=True)
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
     return run_dir

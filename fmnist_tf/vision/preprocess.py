@@ -15,7 +15,10 @@ def read_image(path) -> np.ndarray:
         raise FmnistError(f"{path}: cannot read this file as an image")
     if image.size == 0:
         raise FmnistError(f"{path}: the image is empty")
-    return to_grey(image)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return to_grey(image)
+    # IMREAD_UNCHANGED ignores EXIF orientation; this read applies it (phone photos stand upright)
+    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
 
 
 def to_grey(image) -> np.ndarray:
