@@ -168,3 +168,13 @@ def test_installed_console_script_finds_packaged_configs(tmp_path):
     result = subprocess.run([script, "models"], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "baseline" in result.stdout and "deep" in result.stdout
+
+
+def test_same_seed_gives_the_same_run(tiny_data, tmp_path):
+    """--seed makes runs repeatable: split, shuffling, augmentation and initial weights."""
+    histories = []
+    for name in ("a", "b"):
+        assert main(["train", "-c", "deep", "--data", str(tiny_data), "--out", str(tmp_path / name),
+                     "--epochs", "2", "--seed", "3", *TINY]) == 0
+        histories.append([(r["loss"], r["val_loss"]) for r in read_history(tmp_path / name / "history.csv")])
+    assert histories[0] == histories[1]
