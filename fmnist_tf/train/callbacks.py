@@ -33,12 +33,12 @@ class ValidationReport(keras.callbacks.Callback):
         super().__init__()
         self.dataset, self.labels = dataset, labels
         self.loss_fn, self.num_classes = loss_fn, num_classes
+        self.one_hot = np.eye(num_classes, dtype="float32")[labels]  # fixed: build once, not per epoch
 
     def on_epoch_end(self, epoch, logs=None):
         probabilities = self.model.predict(self.dataset, verbose=0)
-        one_hot = np.eye(self.num_classes, dtype="float32")[self.labels]
         scores = classification_scores(self.labels, probabilities.argmax(axis=1), self.num_classes)
-        logs["val_loss"] = float(keras.ops.convert_to_numpy(self.loss_fn(one_hot, probabilities)))
+        logs["val_loss"] = float(keras.ops.convert_to_numpy(self.loss_fn(self.one_hot, probabilities)))
         for key in ("accuracy", "precision", "recall", "f1"):
             logs[f"val_{key}"] = scores[key]
         for index, value in enumerate(scores["class_accuracy"]):

@@ -53,9 +53,9 @@ def to_fashion_mnist(grey, size=28, margin=0, name="image") -> np.ndarray:
         raise FmnistError(f"{name}: expected a non-empty grey image")
     if int(grey.max()) - int(grey.min()) < 8:
         raise FmnistError(f"{name}: the image is blank (no item to classify)")
-    if np.median(_border_pixels(grey)) > 127:
-        grey = 255 - grey
     background = int(np.median(_border_pixels(grey)))
+    if background > 127:
+        grey, background = 255 - grey, 255 - background
     grey = cv2.subtract(grey, np.full_like(grey, background))  # background -> 0, as in the dataset
     box = item_box(grey)
     if box is None:
