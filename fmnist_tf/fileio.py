@@ -3,8 +3,8 @@
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-
 
 
 def _temp_beside(path: Path, suffix: str) -> Path:
@@ -21,20 +21,41 @@ def remove_stale_temporaries(folder):
             path.unlink()
 
 
-def atomic_write(path, write, suffix=""):
-    """Call `write(tmp_path)`, then rename the temporary file over `path`.
+class PendingFile:
+    """A temporary file beside `path` that becomes `path` on `commit()` and vanishes on `discard()`.
+    For outputs written over a long time (video, CSV), where a `with` block does not fit.
 
-    `suffix` keeps libraries that check extensions (Keras wants `.keras`) happy.
+    `suffix` keeps libraries that check extensions (Keras wants `.keras`, OpenCV `.mp4`) happy.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(path, suffix or path.suffix)
+
+    def __init__(self, path, suffix=""):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.temporary = _temp_beside(self.path, suffix or self.path.suffix)
+
+    def commit(self):
+        os.replace(self.temporary, self.path)
+
+    def discard(self):
+        self.temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_output(path, suffix=""):
+    """Yields a temporary path, renamed over `path` if the block succeeds, deleted otherwise."""
+    pending = PendingFile(path, suffix)
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        yield pending.temporary
+        pending.commit()
     finally:
-        tmp.unlink(missing_ok=True)
-    return path
+        pending.discard()
+
+
+def atomic_write(path, write, suffix=""):
+    """Call `write(tmp_path)`, then rename the temporary file over `path`."""
+    with atomic_output(path, suffix) as tmp:
+        write(tmp)
+    return Path(path)
 
 
 def atomic_write_text(path, text: str):

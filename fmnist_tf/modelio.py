@@ -18,8 +18,18 @@ def resolve_model_path(run_or_file) -> Path:
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file or run directory")
     if path.suffix != ".keras":
-        raise ModelFileError(f"{path}: expected a .keras model file or a run directory")
+        raise ModelFileError(f"{path}: expected a run directory or a model file (.keras, or an exported "
+                             ".tflite, .onnx or SavedModel folder)")
     return path
+
+
+def newest_run(runs_folder="runs") -> Path:
+    """The most recently written run directory that holds a model."""
+    runs = [folder for folder in Path(runs_folder).glob("*/") if (folder / "best.keras").is_file()
+            or (folder / "last.keras").is_file()]
+    if not runs:
+        raise ModelFileError(f"no trained run in {runs_folder}/; pass --model, or train one: fmnist-tf train -c deep")
+    return max(runs, key=lambda folder: folder.stat().st_mtime)
 
 
 def run_dir_of(model_path: Path) -> Path | None:

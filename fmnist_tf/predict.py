@@ -1,20 +1,19 @@
-"""`fmnist-tf predict`: classify real image files with a trained model."""
+"""`fmnist-tf predict`: classify real image files with a trained or exported model."""
 
 import numpy as np
 
-from fmnist_tf.data.pipeline import to_model_input
-from fmnist_tf.modelio import class_names_for, load_model, resolve_model_path
+from fmnist_tf.inference import open_classifier
 from fmnist_tf.vision.preprocess import load_as_fashion_mnist
 
 
-def predict_images(run_or_model, image_paths, top=3):
-    """Returns one dict per image: path, class index and name, probability and the top-k."""
-    model_path = resolve_model_path(run_or_model)
-    class_names = class_names_for(model_path)
-    model = load_model(model_path)
-    size = model.input_shape[1]
+def predict_images(run_or_model, image_paths, top=3, backend="keras"):
+    """Returns one dict per image: path, class index and name, probability and the top-k.
+    `run_or_model`: a run directory, .keras, .tflite, .onnx or SavedModel folder."""
+    classifier = open_classifier(run_or_model, backend=backend)
+    size = classifier.input_size
     batch = np.stack([load_as_fashion_mnist(path, size=size) for path in image_paths])
-    probabilities = np.asarray(model(to_model_input(batch), training=False))
+    probabilities = classifier(batch.astype(np.float32) / 255.0)
+    class_names = classifier.class_names
     results = []
     for path, probs in zip(image_paths, probabilities):
         order = np.argsort(-probs)[:top]

@@ -32,7 +32,7 @@ def to_grey(image) -> np.ndarray:
     return cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2GRAY)
 
 
-def _border_pixels(grey):
+def border_pixels(grey):
     return np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
 
 
@@ -53,7 +53,7 @@ def to_fashion_mnist(grey, size=28, margin=0, name="image") -> np.ndarray:
         raise FmnistError(f"{name}: expected a non-empty grey image")
     if int(grey.max()) - int(grey.min()) < 8:
         raise FmnistError(f"{name}: the image is blank (no item to classify)")
-    background = int(np.median(_border_pixels(grey)))
+    background = int(np.median(border_pixels(grey)))
     if background > 127:
         grey, background = 255 - grey, 255 - background
     grey = cv2.subtract(grey, np.full_like(grey, background))  # background -> 0, as in the dataset
@@ -61,7 +61,11 @@ def to_fashion_mnist(grey, size=28, margin=0, name="image") -> np.ndarray:
     if box is None:
         raise FmnistError(f"{name}: no item found")
     x0, y0, x1, y1 = box
-    crop = grey[y0:y1, x0:x1]
+    return fit_square(grey[y0:y1, x0:x1], size, margin)
+
+
+def fit_square(crop, size=28, margin=0) -> np.ndarray:
+    """A light-on-black crop centred on a black square, resized to `size` with `margin` px of black."""
     side = max(crop.shape)
     square = np.zeros((side, side), np.uint8)
     top, left = (side - crop.shape[0]) // 2, (side - crop.shape[1]) // 2
