@@ -149,3 +149,36 @@ def test_not_a_model_is_a_model_file_error(tmp_path):
     garbage.write_bytes(b"this is not a flatbuffer" * 10)
     with pytest.raises(ModelFileError, match="not a loadable .tflite model"):
         open_classifier(garbage)
+
+
+def test_exported_tflite_predicts_through_the_cli_like_keras(tiny_run, keras_model, tmp_path, capsys):
+    """export -> predict and realtime on the .tflite give the Keras model's answers."""
+    import cv2
+
+    from fmnist_tf.cli import main
+    from fmnist_tf.vision.preprocess import load_as_fashion_mnist
+
+    images, _ = load_split("test", json.loads((tiny_run / "dataset.json").read_text())["source"])
+    photo = tmp_path / "item.png"
+    cv2.imwrite(str(photo), cv2.resize(255 - images[0], (140, 140), interpolation=cv2.INTER_CUBIC))
+    out = tmp_path / "cli.tflite"
+    assert main(["export", str(tiny_run), "--format", "tflite", "--out", str(out)]) == 0
+    assert "max" in capsys.readouterr().out
+    assert main(["predict", str(out), str(photo), "--json"]) == 0
+    predicted = json.loads(capsys.readouterr().out)[0]
+    expected = np.asarray(keras_model(load_as_fashion_mnist(photo)[None, ..., None] / 255.0, training=False))[0]
+    assert predicted["class"] == int(expected.argmax())
+    assert abs(predicted["probability"] - float(expected.max())) < 1e-4
+
+    video = tmp_path / "item.mp4"
+    frame = cv2.cvtColor(np.full((240, 320), 250, np.uint8), cv2.COLOR_GRAY2BGR)
+    frame[50:190, 90:230] = cv2.cvtColor(cv2.imread(str(photo), cv2.IMREAD_GRAYSCALE), cv2.COLOR_GRAY2BGR)
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    for _ in range(5):
+        writer.write(frame)
+    writer.release()
+    log = tmp_path / "pred.csv"
+    assert main(["realtime", "-v", str(video), "--model", str(out), "--save-csv", str(log), "--no-show"]) == 0
+    assert "(litert)" in capsys.readouterr().out
+    rows = log.read_text().splitlines()[1:]
+    assert len(rows) >= 5 and all(row.split(",")[3] for row in rows)  # every frame classified
