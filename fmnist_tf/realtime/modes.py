@@ -5,7 +5,7 @@ A mode has four steps, each timed by the loop: `preprocess(frame)`, `infer(prepa
 here and reuse the same loop, sources, sinks, CSV and timing.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -56,7 +56,7 @@ class ClassifyMode:
     def __init__(self, classifier, min_probability=0.5, segment=SegmentSettings()):
         self.classifier = classifier
         self.min_probability = min_probability
-        self.segment = SegmentSettings(**{**segment.__dict__, "size": classifier.input_size})
+        self.segment = replace(segment, size=classifier.input_size)
 
     def preprocess(self, frame):
         return segment_items(frame, self.segment)
