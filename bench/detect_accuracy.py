@@ -16,10 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-import keras
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine  # noqa: E402
+from machine import TimeBudget, describe_machine  # noqa: E402
 
 from fmnist_tf.config import load_config  # noqa: E402
 from fmnist_tf.fileio import atomic_write_json  # noqa: E402
@@ -27,30 +26,6 @@ from fmnist_tf.train.fit import train  # noqa: E402
 from fmnist_tf.train.callbacks import read_history  # noqa: E402
 from yolo.canvas import synthesize_fashion_mnist_canvases  # noqa: E402
 from yolo.evaluate import evaluate_detector  # noqa: E402
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stops training when this epoch's validation plus one more epoch would overrun the budget.
-    It runs before the run-directory callbacks, so their time (validation mAP, checkpoints) is
-    measured as the gap between one epoch's end and the next one's start."""
-
-    def __init__(self, seconds):
-        super().__init__()
-        self.seconds, self.start = seconds, time.perf_counter()
-        self.longest_training = self.longest_after = 0.0
-        self.last_end = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.perf_counter()
-        if self.last_end is not None:
-            self.longest_after = max(self.longest_after, self.epoch_start - self.last_end)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.last_end = time.perf_counter()
-        self.longest_training = max(self.longest_training, self.last_end - self.epoch_start)
-        still_needed = 2 * self.longest_after + self.longest_training
-        if self.last_end - self.start + still_needed > self.seconds:
-            self.model.stop_training = True
 
 
 def main():

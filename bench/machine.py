@@ -6,6 +6,8 @@ import platform
 import statistics
 import time
 
+import keras
+
 
 def cpu_model():
     try:
@@ -37,3 +39,27 @@ def alternating_rounds(paths, rounds, label="", unit="/s"):
         print(f"{label}round {round_index}: " + ", ".join(f"{p} {r[-1]:.1f}{unit}" for p, r in rates.items() if r),
               flush=True)
     return rates, {path: statistics.median(values) for path, values in rates.items()}
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training when this epoch's validation plus one more epoch would overrun the budget.
+    It runs before the run-directory callbacks, so their time (validation mAP, checkpoints) is
+    measured as the gap between one epoch's end and the next one's start."""
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds, self.start = seconds, time.perf_counter()
+        self.longest_training = self.longest_after = 0.0
+        self.last_end = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start = time.perf_counter()
+        if self.last_end is not None:
+            self.longest_after = max(self.longest_after, self.epoch_start - self.last_end)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last_end = time.perf_counter()
+        self.longest_training = max(self.longest_training, self.last_end - self.epoch_start)
+        still_needed = 2 * self.longest_after + self.longest_training
+        if self.last_end - self.start + still_needed > self.seconds:
+            self.model.stop_training = True

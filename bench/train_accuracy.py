@@ -1,8 +1,12 @@
 """Train each model with its default config on the full dataset; report test accuracy and wall time.
 
     FMNIST_DATA_DIR=../shared/data/fashion-mnist python bench/train_accuracy.py deep baseline
+    FMNIST_DATA_DIR=../shared/data/fashion-mnist python bench/train_accuracy.py vgg_rescam \
+        --set width=0.25 batch_size=128 epochs=8 --label cpu-w0.25 --budget-minutes 60
 
-Writes bench/results/train_accuracy-<model>.json (the README's accuracy rows come from these).
+Writes bench/results/train_accuracy-<model>[-<label>].json (the README's accuracy rows come from
+these). `--set` changes the default config (a labelled, CPU-sized variant); `--budget-minutes`
+stops training before an epoch that would overrun the budget.
 """
 
 import argparse
@@ -12,13 +16,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_machine  # noqa: E402
+from machine import TimeBudget, describe_machine  # noqa: E402
 
 from fmnist_tf.config import load_config  # noqa: E402
 from fmnist_tf.evaluate.report import evaluate  # noqa: E402
 from fmnist_tf.fileio import atomic_write_json  # noqa: E402
 from fmnist_tf.train.callbacks import read_history  # noqa: E402
 from fmnist_tf.train.fit import train  # noqa: E402
+from train_throughput import parse_settings  # noqa: E402
 
 
 def main():
@@ -26,24 +31,33 @@ def main():
     parser.add_argument("models", nargs="+", help="config names, e.g. baseline deep")
     parser.add_argument("--data", help="Fashion-MNIST folder (default: $FMNIST_DATA_DIR)")
     parser.add_argument("--results", default="bench/results", help="folder for the JSON results")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. width=0.25")
+    parser.add_argument("--label", help="names the variant in the result file (needed with --set)")
+    parser.add_argument("--budget-minutes", type=float, default=None, help="stop before overrunning this")
     args = parser.parse_args()
+    settings = parse_settings(args.set)
+    if settings and not args.label:
+        parser.error("--set changes the default config: name the variant with --label")
+    suffix = f"-{args.label}" if args.label else ""
     for name in args.models:
-        config = load_config(name)
-        run_dir = Path("runs") / f"bench-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        config = load_config(name, settings)
+        run_dir = Path("runs") / f"bench-{name}{suffix}-{time.strftime('%Y%m%d-%H%M%S')}"
         start = time.perf_counter()
-        train(config, data=args.data, out=run_dir, verbose=2)
+        budget = [TimeBudget(args.budget_minutes * 60)] if args.budget_minutes else []
+        train(config, data=args.data, out=run_dir, verbose=2, callbacks=budget)
         train_minutes = (time.perf_counter() - start) / 60
         metrics = evaluate(run_dir, data=args.data)
         history = read_history(run_dir / "history.csv")
         result = {
-            "config": name, "epochs": config.epochs, "run_dir": str(run_dir),
+            "config": name, "settings": settings, "label": args.label, "epochs": config.epochs,
+            "epochs_trained": len(history), "budget_minutes": args.budget_minutes, "run_dir": str(run_dir),
             "test_accuracy": metrics["accuracy"], "test_f1": metrics["f1"],
             "best_val_f1": max(float(row["val_f1"]) for row in history),
             "train_wall_minutes": round(train_minutes, 2),
             "mean_epoch_seconds": sum(float(r["epoch_seconds"]) for r in history) / len(history),
             "machine": describe_machine(),
         }
-        atomic_write_json(Path(args.results) / f"train_accuracy-{name}.json", result)
+        atomic_write_json(Path(args.results) / f"train_accuracy-{name}{suffix}.json", result)
         print(json.dumps(result, indent=2))
 
 

@@ -1,6 +1,8 @@
 """Training throughput (images/s and achieved GFLOP/s) of our tf.data pipeline vs the plain ways.
 
     FMNIST_DATA_DIR=../shared/data/fashion-mnist python bench/train_throughput.py baseline deep
+    FMNIST_DATA_DIR=../shared/data/fashion-mnist python bench/train_throughput.py vgg_rescam \
+        --set width=0.25 --paths plain ours --results bench/results/train_throughput-vgg_rescam-w0.25.json
 
 For each model, four input paths feed the same compiled model, measured in rounds (A B C D, A B C D,
 ...) so machine noise hits every path alike; the median per path is reported with its ratio:
@@ -31,7 +33,9 @@ from fmnist_tf.data.pipeline import augmentation_layers, make_dataset, standardi
 from fmnist_tf.fileio import atomic_write_json  # noqa: E402
 from fmnist_tf.models import create_model  # noqa: E402
 from fmnist_tf.models.flops import training_flops  # noqa: E402
-from fmnist_tf.train.fit import compile_classifier  # noqa: E402
+from fmnist_tf.train.fit import compile_classifier, model_settings  # noqa: E402
+
+PATHS = ("plain", "ours", "pydataset", "generator", "ours+aug")
 
 
 class AugmentingPyDataset(keras.utils.PyDataset):
@@ -83,13 +87,25 @@ def images_per_second(model, fit_source, count, fit_kwargs):
     return count / (time.perf_counter() - start)
 
 
-def measure(name, images, labels, steps, rounds):
-    config = load_config(name)
+def parse_settings(pairs):
+    """["width=0.25", ...] -> {"width": "0.25", ...} (load_config checks and converts them)."""
+    settings = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals:
+            raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
+        settings[key.strip()] = value.strip()
+    return settings
+
+
+def measure(name, images, labels, steps, rounds, settings=None, chosen_paths=PATHS):
+    config = load_config(name, settings)
     batch = config.batch_size
     count = steps * batch
     x, y = images[:count], labels[:count]
     mean, variance = standardization_stats(x)
-    model = create_model(config.model, mean=mean, variance=variance, width=config.width, dropout=config.dropout)
+    model = create_model(config.model, mean=mean, variance=variance, width=config.width, dropout=config.dropout,
+                         **model_settings(config))
     compile_classifier(model, config, steps, 10)
     augment_config = make_config({"augment": True}, base=config)
     augment = augmentation_layers(augment_config, seed=0)
@@ -102,18 +118,17 @@ def measure(name, images, labels, steps, rounds):
         "ours+aug": (make_dataset(x, y, 10, batch, training=True, augment=augment), {"shuffle": False}),
     }
     measures = {path: (lambda source=source, kwargs=kwargs: images_per_second(model, source, count, kwargs))
-                for path, (source, kwargs) in paths.items()}
+                for path, (source, kwargs) in paths.items() if path in chosen_paths}
     _, median = alternating_rounds(measures, rounds, label=f"{name} ")
     flops = training_flops(model)
+    ratios = {"ratio_ours_vs_plain": ("ours", "plain"), "ratio_ours_aug_vs_pydataset_aug": ("ours+aug", "pydataset"),
+              "ratio_ours_aug_vs_generator_aug": ("ours+aug", "generator"), "augmentation_cost": ("ours+aug", "ours")}
     return {
-        "config": name, "batch_size": batch, "images_per_round": count, "rounds": rounds,
-        "training_mflops_per_image": round(flops / 1e6, 2),
+        "config": name, "settings": settings or {}, "parameters": model.count_params(), "batch_size": batch,
+        "images_per_round": count, "rounds": rounds, "training_mflops_per_image": round(flops / 1e6, 2),
         "images_per_second": {p: round(v, 1) for p, v in median.items()},
         "gflops_per_second": {p: round(v * flops / 1e9, 1) for p, v in median.items()},
-        "ratio_ours_vs_plain": round(median["ours"] / median["plain"], 3),
-        "ratio_ours_aug_vs_pydataset_aug": round(median["ours+aug"] / median["pydataset"], 3),
-        "ratio_ours_aug_vs_generator_aug": round(median["ours+aug"] / median["generator"], 3),
-        "augmentation_cost": round(median["ours+aug"] / median["ours"], 3),
+        **{key: round(median[a] / median[b], 3) for key, (a, b) in ratios.items() if a in median and b in median},
     }
 
 
@@ -123,11 +138,15 @@ def main():
     parser.add_argument("--data", help="Fashion-MNIST folder (default: $FMNIST_DATA_DIR)")
     parser.add_argument("--steps", type=int, default=40, help="training steps per measurement")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides for every model, e.g. width=0.25 batch_size=64")
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="input paths to time")
     parser.add_argument("--results", default="bench/results/train_throughput.json")
     args = parser.parse_args()
     images, labels = load_split("train", args.data)
     results = {"machine": describe_machine(),
-               "models": [measure(name, images, labels, args.steps, args.rounds) for name in args.models]}
+               "models": [measure(name, images, labels, args.steps, args.rounds, parse_settings(args.set), args.paths)
+                          for name in args.models]}
     atomic_write_json(args.results, results)
     print(json.dumps(results, indent=2))
 

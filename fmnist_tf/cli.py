@@ -30,6 +30,16 @@ def positive_int(text):
     return value
 
 
+def fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
 def canvas_size(text):
     try:
         width, height = (int(part) for part in text.lower().split("x"))
@@ -61,6 +71,7 @@ def build_parser():
         description="Keras 3 / TensorFlow toolkit for Fashion-MNIST: train, evaluate and use classifiers.",
         epilog=_examples(f"{PROG} train -c deep", f"{PROG} evaluate runs/deep-20261124-101500",
                          f"{PROG} predict runs/deep-20261124-101500 shoe.jpg",
+                         f"{PROG} cam runs/deep-20261124-101500 shoe.jpg",
                          f"{PROG} realtime -v video.mp4 -o annotated.mp4",
                          f"{PROG} export runs/deep-20261124-101500 --format tflite",
                          f"{PROG} SUBCOMMAND --help   (every subcommand has examples)"))
@@ -110,6 +121,7 @@ def build_parser():
                    _examples(f"{PROG} realtime -v video.mp4 -o annotated.mp4 --save-csv predictions.csv",
                              f"{PROG} realtime -v video.mp4 --mode detect --model runs/tinyyolov3-20261124-101500",
                              f"{PROG} realtime --camera 0 --model runs/deep-20261124-101500",
+                             f"{PROG} realtime -v video.mp4 --mode cam --model runs/vgg_rescam-20261124-101500",
                              f"{PROG} realtime -v video.mp4 --model runs/x/export/best.tflite --no-show",
                              "keys: q quits the window; Ctrl-C stops and still finalises the outputs"))
     source = realtime.add_mutually_exclusive_group()
@@ -129,6 +141,21 @@ def build_parser():
                                "back to a compiled tf.function (default auto)")
     realtime.add_argument("--no-show", action="store_true", help="never open a window (automatic when headless)")
     realtime.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many frames")
+
+    cam = add("cam", "show where the model looks: class activation map, heat overlay and the CAM box per image",
+              _examples(f"{PROG} cam runs/vgg_rescam-20261124-101500 shirt.png boot.jpg",
+                        f"{PROG} cam runs/deep-20261124-101500 photos/*.jpg --out cams/ --threshold 0.3",
+                        "vgg_rescam: the true CAM from its GAP branch; any other classifier: Grad-CAM on its "
+                        "last conv map of at least 7x7 (or --layer NAME)"))
+    cam.add_argument("model", metavar="RUN_DIR_OR_MODEL", help="run directory or .keras file (not an export)")
+    cam.add_argument("images", nargs="+", metavar="IMAGE")
+    cam.add_argument("--out", default="runs/cam", help="folder for <image>_cam.png and <image>_cam.json "
+                                                       "(default runs/cam)")
+    cam.add_argument("--threshold", type=fraction, default=0.2,
+                     help="box: keep CAM pixels above this fraction of its maximum, then the largest "
+                          "connected component (default 0.2, the CAM paper's)")
+    cam.add_argument("--layer", default=None, help="Grad-CAM: the layer to explain (default: the last conv "
+                                                   "map of at least 7x7)")
 
     export = add("export", "export a trained model for fast inference elsewhere; checks the numbers after",
                  _examples(f"{PROG} export runs/deep-20261124-101500 --format tflite",
@@ -257,6 +284,10 @@ def cmd_realtime(args):
             from yolo.detector import open_detector
 
             return open_detector(args.model or newest_run("runs"), backend=args.backend)
+        if args.mode == "cam":
+            from fmnist_tf.cam import open_explainer
+
+            return open_explainer(args.model or newest_run("runs"))
         return open_classifier(args.model or newest_run("runs"), backend=args.backend)
 
     stream_through_mode(FrameSource(video=args.video, camera=args.camera), args.mode, open_model, args,
@@ -297,6 +328,17 @@ def cmd_detect(args):
     print(results.summary())
 
 
+def cmd_cam(args):
+    from fmnist_tf.cam import explain_images
+
+    for result in explain_images(args.model, args.images, args.out, threshold=args.threshold, layer=args.layer):
+        box = result["box"]
+        where = f"box {box[0]},{box[1]}-{box[2]},{box[3]}" if box else "no box (empty map)"
+        print(f"{result['path']}: {result['class']} ({result['probability']:.2f}), {result['method']} on "
+              f"{result['layer']}, {where}")
+    print(f"saved <image>_cam.png and <image>_cam.json in {args.out}")
+
+
 def cmd_export(args):
     from fmnist_tf.export import export_model, format_export_report
 
@@ -325,7 +367,8 @@ def cmd_models(args):
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "realtime": cmd_realtime,
-            "export": cmd_export, "detect": cmd_detect, "detect-data": cmd_detect_data, "detect-anchors": cmd_detect_anchors, "models": cmd_models}
+            "export": cmd_export, "cam": cmd_cam, "detect": cmd_detect, "detect-data": cmd_detect_data,
+            "detect-anchors": cmd_detect_anchors, "models": cmd_models}
 
 
 def main(argv=None):

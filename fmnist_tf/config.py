@@ -44,12 +44,22 @@ class TrainConfig:
     warmup_epochs: int = _key(0, "cosine: epochs of linear warm-up", low=0)
     augment: bool = _key(False, "turn training augmentation on")
     flip: bool = _key(True, "augment: random horizontal flips")
+    vertical_flip: bool = _key(False, "augment: random vertical flips too (the VGG-CAM reference used both)")
+    zoom_out: float = _key(0.0, "augment: shrink images by a random factor up to 1 + this (1.0: down to half "
+                                "size), so small items are seen too; with translate, anywhere in the frame",
+                           low=0.0, high=3.0)
     translate: float = _key(0.1, "augment: max shift, as a fraction of the image size", low=0.0, high=0.5)
     erasing: float = _key(0.5, "augment: probability of random erasing", low=0.0, high=1.0)
     width: float = _key(1.0, "width multiplier for the model's channels", low=0.01, high=16.0)
     dropout: float = _key(0.5, "dropout before the classifier", low=0.0, high=0.95)
-    input_size: int = _key(0, "model input side in pixels; 0: the model's own (28 for classifiers, "
-                                 "320 for tinyyolov3, which needs a multiple of 32)", low=0)
+    input_size: int = _key(0, "model input side in pixels; 0: the model's own (28 for the CNNs, which take "
+                                 "nothing else; efficientnet_b0 and vgg_rescam upscale 28x28 items inside the "
+                                 "model; tinyyolov3 needs a multiple of 32)", low=0)
+    weights: str = _key("", "a local weights file to start from (e.g. ImageNet EfficientNet-B0 notop .h5); "
+                            "empty: from scratch")
+    backend: str = _key("keras", "library that builds the model: keras (keras.applications), or "
+                                 "efficientnet (the `efficientnet` package, pip install .[efficientnet])",
+                        choices=("keras", "efficientnet"))
     anchors: str = _key("default", "detector anchors: default (the reference's, scaled to input_size), "
                                    "kmeans (6 clusters of the training boxes), or 'w,h w,h ...' in input pixels")
     ignore_threshold: float = _key(0.7, "detector: no-object predictions overlapping a true box above "

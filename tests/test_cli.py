@@ -32,7 +32,7 @@ def trained_run(tiny_data, tmp_path_factory):
 def test_help_lists_subcommands():
     result = subprocess.run([sys.executable, "-m", "fmnist_tf", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for command in ("train", "evaluate", "predict"):
+    for command in ("train", "evaluate", "predict", "cam", "realtime", "detect"):
         assert command in result.stdout
     assert "examples:" in result.stdout
 

@@ -15,6 +15,7 @@ import numpy as np
 from fmnist_tf.config import TrainConfig, config_to_yaml
 from fmnist_tf.errors import ConfigError, DataError
 from fmnist_tf.fileio import atomic_write_json, atomic_write_text
+from fmnist_tf.models.registry import builder_options
 from fmnist_tf.train.fit import fit_run, make_optimizer, open_run, restore_backup, run_callbacks
 from yolo.annotations import read_annotations
 from yolo.boxes import DEFAULT_ANCHORS, DEFAULT_MASKS, check_input_size, kmeans_anchors, scale_anchors
@@ -150,6 +151,7 @@ def validation_data(folder, split, settings, batch_size):
 
 
 def train_detector(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None, callbacks=()) -> Path:
+    builder_options(config.model, {"weights": config.weights, "backend": config.backend})  # refuses them
     folder = detection_folder(data)
     run_dir, initial_epoch, backup_path = open_run(config, out, resume)
     keras.utils.set_random_seed(config.seed)

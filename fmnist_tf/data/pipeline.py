@@ -34,8 +34,11 @@ def augmentation_layers(config, seed):
     if not config.augment:
         return None
     layers = []
-    if config.flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    directions = [name for name, on in (("horizontal", config.flip), ("vertical", config.vertical_flip)) if on]
+    if directions:
+        layers.append(keras.layers.RandomFlip("_and_".join(directions), seed=seed))
+    if config.zoom_out > 0:
+        layers.append(keras.layers.RandomZoom((0.0, config.zoom_out), fill_mode="constant", seed=seed + 3))
     if config.translate > 0:
         layers.append(keras.layers.RandomTranslation(config.translate, config.translate,
                                                      fill_mode="constant", seed=seed + 1))

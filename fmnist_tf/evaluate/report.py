@@ -9,6 +9,7 @@ from fmnist_tf.data.fashion_mnist import load_split
 from fmnist_tf.data.pipeline import to_model_input
 from fmnist_tf.evaluate.plots import save_confusion_matrix, save_misclassified, save_training_curves
 from fmnist_tf.evaluate.scores import classification_scores
+from fmnist_tf.errors import FmnistError
 from fmnist_tf.fileio import atomic_write_json
 from fmnist_tf.modelio import class_names_for, load_model, resolve_model_path, run_dir_of
 from fmnist_tf.train.callbacks import read_history
@@ -33,6 +34,18 @@ def format_report(scores, table):
     return "\n".join(lines)
 
 
+def save_evaluation_cam_grid(model, images, labels, class_names, path):
+    """plots/cam_grid.png: CAMs of the first test images. A model with no feature map to explain
+    gets a printed note instead; the rest of the report does not depend on it."""
+    from fmnist_tf.cam import cam_grid
+
+    try:
+        return cam_grid(model, images, labels, path, class_names=class_names)
+    except FmnistError as exc:
+        print(f"no CAM grid: {exc}")
+        return None
+
+
 def evaluate(run_or_model, *, data=None, out=None, batch_size=256):
     """Score a model on the test split (of the run's own data source unless `data` is given). Writes metrics.json and plots/ into the run directory
     (or `out`, or `<model>-eval/` beside a bare model file). Returns the metrics dict."""
@@ -55,6 +68,7 @@ def evaluate(run_or_model, *, data=None, out=None, batch_size=256):
     plots = out_dir / "plots"
     save_confusion_matrix(labels, predicted, class_names, plots / "confusion_matrix.png")
     save_misclassified(images, labels, probabilities, class_names, plots / "misclassified.png")
+    save_evaluation_cam_grid(model, images, labels, class_names, plots / "cam_grid.png")
     history = read_history(run_dir / "history.csv") if run_dir else []
     if history:
         save_training_curves(history, class_names, plots / "training_curves.png")

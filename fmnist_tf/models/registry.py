@@ -1,11 +1,15 @@
 """One registry from config name to builder.
 
-A builder is `builder(x, num_classes, *, width, dropout) -> probabilities`: it grows a network on
-the standardised input tensor `x`. `create_model` adds the input and the standardisation layer,
-so every model takes [0, 1] images and carries its training statistics.
+A builder is `builder(x, num_classes, *, width, dropout, ...) -> probabilities`: it grows a network
+on the standardised input tensor `x` (B, 28, 28, 1). `create_model` adds the input and the
+standardisation layer, so every model takes [0, 1] 28x28 images and carries its training statistics.
+Builders that upscale inside the model (EfficientNet, VGG) also take `input_size`; builders that can
+start from a weights file take `weights` (and `backend` where two libraries can build them). A
+setting a builder does not take must stay at its default: `create_model` refuses it by name.
 """
 
 import importlib
+import inspect
 
 import keras
 
@@ -13,7 +17,9 @@ from fmnist_tf.errors import ConfigError
 
 _BUILDERS = {}
 _TASKS = {}
-_FAMILIES = ("fmnist_tf.models.cnn", "yolo.model")
+_FAMILIES = ("fmnist_tf.models.cnn", "fmnist_tf.models.vgg", "fmnist_tf.models.efficientnet", "yolo.model")
+# builder options beyond width and dropout, with the value that means "not set"
+OPTIONAL_SETTINGS = {"input_size": 0, "weights": "", "backend": "keras"}
 TASKS = ("classify", "detect")
 
 
@@ -51,10 +57,28 @@ def model_task(name):
     return _TASKS[name]
 
 
+def builder_options(name, settings):
+    """The subset of `settings` (input_size, weights, backend) that builder `name` takes; a setting it
+    does not take must be at its "not set" value, else ConfigError."""
+    accepted = inspect.signature(get_builder(name)).parameters
+    options = {}
+    for key, value in settings.items():
+        if key in accepted:
+            options[key] = value
+        elif value != OPTIONAL_SETTINGS[key]:
+            raise ConfigError(f"model '{name}' does not use {key} (got {value!r}); leave it at "
+                              f"{OPTIONAL_SETTINGS[key]!r} or choose a model that takes it")
+    return options
+
+
 def create_model(name, *, num_classes=10, input_shape=(28, 28, 1), mean=0.0, variance=1.0,
-                 width=1.0, dropout=0.5):
-    builder = get_builder(name)
+                 width=1.0, dropout=0.5, **settings):
+    """A classifier from the registry; `settings`: input_size, weights, backend (see module doc)."""
+    unknown = sorted(set(settings) - set(OPTIONAL_SETTINGS))
+    if unknown:
+        raise TypeError(f"create_model got unknown settings {unknown}")
+    options = builder_options(name, settings)
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Normalization(mean=mean, variance=variance, name="standardize")(inputs)
-    outputs = builder(x, num_classes, width=width, dropout=dropout)
+    outputs = get_builder(name)(x, num_classes, width=width, dropout=dropout, **options)
     return keras.Model(inputs, outputs, name=name)

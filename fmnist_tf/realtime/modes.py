@@ -89,3 +89,4 @@ class ClassifyMode:
 
 
 import yolo.detect_mode  # noqa: E402,F401 - registers the detector's "detect" mode (no TensorFlow import)
+import fmnist_tf.realtime.cam_mode  # noqa: E402,F401 - registers the "cam" mode (CAM heat maps; no TensorFlow import)

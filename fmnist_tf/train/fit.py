@@ -21,6 +21,7 @@ from fmnist_tf.data.pipeline import augmentation_layers, make_dataset, split_tra
 from fmnist_tf.errors import FmnistError
 from fmnist_tf.fileio import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from fmnist_tf.models import create_model
+from fmnist_tf.models.registry import OPTIONAL_SETTINGS
 from fmnist_tf.train.callbacks import (Backup, BestCheckpoint, EpochTimer, HistoryCSV, LastCheckpoint,
                                        ValidationReport, latest_backup, read_backup_state, read_history)
 from fmnist_tf.train.metrics import WeightedScore
@@ -57,6 +58,11 @@ def schedule_callbacks(config: TrainConfig):
         return [keras.callbacks.LearningRateScheduler(
             lambda epoch: config.learning_rate * config.step_factor ** (epoch // config.step_every))]
     return []
+
+
+def model_settings(config: TrainConfig):
+    """The config's builder options (see `fmnist_tf.models.registry.OPTIONAL_SETTINGS`)."""
+    return {key: getattr(config, key) for key in OPTIONAL_SETTINGS}
 
 
 def compile_classifier(model, config: TrainConfig, steps_per_epoch, num_classes):
@@ -174,9 +180,6 @@ def train(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None
 
 def train_classifier(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None, callbacks=()) -> Path:
     """Train `config.model` on Fashion-MNIST; returns the run directory."""
-    if config.input_size not in (0, 28):
-        raise FmnistError(f"input_size {config.input_size}: the {config.model} classifier takes 28x28 images "
-                          "(leave input_size at 0)")
     run_dir, initial_epoch, backup_path = open_run(config, out, resume)
     keras.utils.set_random_seed(config.seed)
     images, labels = load_split("train", data)
@@ -189,7 +192,7 @@ def train_classifier(config: TrainConfig, *, data=None, out=None, resume=None, v
     steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
 
     model = create_model(config.model, num_classes=num_classes, mean=mean, variance=variance,
-                         width=config.width, dropout=config.dropout)
+                         width=config.width, dropout=config.dropout, **model_settings(config))
     compile_classifier(model, config, steps_per_epoch, num_classes)
     restore_backup(model, backup_path, run_dir, initial_epoch)
     print(f"model {config.model}: {model.count_params():,} parameters; "

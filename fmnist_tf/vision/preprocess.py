@@ -48,6 +48,13 @@ def item_box(grey):
 
 def to_fashion_mnist(grey, size=28, margin=0, name="image") -> np.ndarray:
     """Polarity from the border (Fashion-MNIST is light-on-black), tight crop, square pad, resize."""
+    return to_fashion_mnist_with_geometry(grey, size=size, margin=margin, name=name)[0]
+
+
+def to_fashion_mnist_with_geometry(grey, size=28, margin=0, name="image"):
+    """`to_fashion_mnist`, plus where its output came from: (image, affine), `affine` being the 2x3
+    map from output (model-input) pixel coordinates to `grey`'s pixel coordinates (see
+    `fit_square_affine`)."""
     grey = np.asarray(grey, dtype=np.uint8)
     if grey.ndim != 2 or grey.size == 0:
         raise FmnistError(f"{name}: expected a non-empty grey image")
@@ -61,7 +68,8 @@ def to_fashion_mnist(grey, size=28, margin=0, name="image") -> np.ndarray:
     if box is None:
         raise FmnistError(f"{name}: no item found")
     x0, y0, x1, y1 = box
-    return fit_square(grey[y0:y1, x0:x1], size, margin)
+    return (fit_square(grey[y0:y1, x0:x1], size, margin),
+            fit_square_affine(y1 - y0, x1 - x0, size, margin, origin=(x0, y0)))
 
 
 def fit_square(crop, size=28, margin=0) -> np.ndarray:
@@ -74,6 +82,20 @@ def fit_square(crop, size=28, margin=0) -> np.ndarray:
     interpolation = cv2.INTER_AREA if side > inner else cv2.INTER_LINEAR
     resized = cv2.resize(square, (inner, inner), interpolation=interpolation)
     return cv2.copyMakeBorder(resized, margin, margin, margin, margin, cv2.BORDER_CONSTANT, value=0)
+
+
+def fit_square_affine(crop_height, crop_width, size=28, margin=0, origin=(0, 0)) -> np.ndarray:
+    """The geometry of `fit_square`: a 2x3 float64 affine A with (x, y) = A @ (u, v, 1), from pixel
+    (u, v) of its `size` x `size` output back to the image the crop was cut from, the crop's top-left
+    pixel being at `origin` (x, y) there. OpenCV's convention (integer coordinates are pixel centres),
+    so `cv2.warpAffine(map, A, (width, height))` lays a model-input map onto that image; for box edges
+    (exclusive ends) use `fmnist_tf.cam.map_box`."""
+    side = max(crop_height, crop_width)
+    top, left = (side - crop_height) // 2, (side - crop_width) // 2
+    scale = side / (size - 2 * margin)
+    shift = scale * (0.5 - margin) - 0.5  # cv2.resize aligns pixel centres: (u + 0.5) * scale - 0.5
+    return np.array([[scale, 0.0, shift - left + origin[0]],
+                     [0.0, scale, shift - top + origin[1]]], dtype=np.float64)
 
 
 def load_as_fashion_mnist(path, size=28, margin=0) -> np.ndarray:

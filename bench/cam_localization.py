@@ -1,0 +1,109 @@
+"""CorLoc of CAM boxes: held-out test items pasted at random positions and scales on larger canvases.
+
+    FMNIST_DATA_DIR=../shared/data/fashion-mnist python bench/cam_localization.py RUN_OR_MODEL [...]
+
+Each of N seeded-random test items is scaled to a side of 35-75% of a 56x56 black canvas (the
+dataset's own light-on-black look) and pasted at a random position. The truth is the tight box of
+the pasted item's non-zero pixels, not the pasted square. The canvas is resized to the model input,
+the model's CAM (true CAM for vgg_rescam, Grad-CAM otherwise) for its predicted class is resized back
+to the canvas and boxed (20% of the maximum, largest connected component). CorLoc is the fraction of
+canvases whose CAM box has IoU >= 0.5 with the truth. Two boxes that ignore the image are scored the
+same way, to show the benchmark is not trivial: the whole canvas, and a centred box of the mean true size.
+Writes bench/results/cam_localization.json.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_machine  # noqa: E402
+
+from fmnist_tf.cam import cam_box, open_explainer  # noqa: E402
+from fmnist_tf.data.fashion_mnist import load_split  # noqa: E402
+from fmnist_tf.fileio import atomic_write_json  # noqa: E402
+
+CANVAS = 56
+SIDE_RANGE = (0.35, 0.75)
+
+
+def pasted_canvases(items, seed):
+    """(canvases uint8 (N, CANVAS, CANVAS), true boxes (N, 4) x0, y0, x1, y1 exclusive)."""
+    rng = np.random.default_rng(seed)
+    canvases = np.zeros((len(items), CANVAS, CANVAS), np.uint8)
+    boxes = np.zeros((len(items), 4), np.int64)
+    for index, item in enumerate(items):
+        side = int(round(rng.uniform(*SIDE_RANGE) * CANVAS))
+        scaled = cv2.resize(item, (side, side), interpolation=cv2.INTER_AREA if side < 28 else cv2.INTER_LINEAR)
+        top, left = rng.integers(0, CANVAS - side + 1, size=2)
+        canvases[index, top:top + side, left:left + side] = scaled
+        ys, xs = np.nonzero(scaled)
+        boxes[index] = (left + xs.min(), top + ys.min(), left + xs.max() + 1, top + ys.max() + 1)
+    return canvases, boxes
+
+
+def box_iou(a, b):
+    """IoU of x0, y0, x1, y1 boxes (exclusive ends), broadcasting over leading axes."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    width = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    height = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = width * height
+    area = lambda box: (box[..., 2] - box[..., 0]) * (box[..., 3] - box[..., 1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def cam_boxes(explainer, canvases, threshold, batch=128):
+    """CAM boxes on the canvases (None -> an empty box) and the predicted classes."""
+    size = explainer.input_size
+    boxes, classes = [], []
+    for start in range(0, len(canvases), batch):
+        part = canvases[start:start + batch]
+        inputs = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in part])
+        probabilities, maps = explainer(inputs[..., None].astype(np.float32) / 255.0)
+        classes.extend(probabilities.argmax(axis=1))
+        for cam in maps:
+            box = cam_box(cv2.resize(cam, (CANVAS, CANVAS), interpolation=cv2.INTER_LINEAR), threshold)
+            boxes.append(box if box is not None else (0, 0, 0, 0))
+    return np.asarray(boxes, float), np.asarray(classes)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", metavar="RUN_OR_MODEL")
+    parser.add_argument("--data", help="Fashion-MNIST folder (default: $FMNIST_DATA_DIR)")
+    parser.add_argument("-n", type=int, default=1000, help="canvases (default 1000)")
+    parser.add_argument("--threshold", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", default="bench/results/cam_localization.json")
+    args = parser.parse_args()
+
+    images, labels = load_split("test", args.data)
+    chosen = np.random.default_rng(args.seed).choice(len(labels), size=args.n, replace=False)
+    canvases, truth = pasted_canvases(images[chosen], args.seed)
+    mean_w, mean_h = (truth[:, 2] - truth[:, 0]).mean(), (truth[:, 3] - truth[:, 1]).mean()
+    centred = np.array([(CANVAS - mean_w) / 2, (CANVAS - mean_h) / 2, (CANVAS + mean_w) / 2, (CANVAS + mean_h) / 2])
+    baselines = {"whole canvas": [0, 0, CANVAS, CANVAS], "centred mean-size box": centred.tolist()}
+    results = {"canvases": args.n, "canvas_side": CANVAS, "item_side_fraction": SIDE_RANGE,
+               "threshold": args.threshold, "seed": args.seed,
+               "baselines": {name: {"corloc": float((box_iou(box, truth) >= 0.5).mean()),
+                                    "mean_iou": float(box_iou(box, truth).mean())} for name, box in baselines.items()},
+               "models": [], "machine": describe_machine()}
+    for model in args.models:
+        explainer = open_explainer(model)
+        boxes, classes = cam_boxes(explainer, canvases, args.threshold)
+        iou = box_iou(boxes, truth)
+        results["models"].append({
+            "model": str(model), "method": explainer.method, "layer": explainer.layer_name,
+            "corloc": float((iou >= 0.5).mean()), "mean_iou": float(iou.mean()),
+            "accuracy_on_canvases": float((classes == labels[chosen]).mean())})
+        print(json.dumps(results["models"][-1]))
+    atomic_write_json(args.results, results)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
