@@ -30,16 +30,6 @@ def positive_int(text):
     return value
 
 
-def fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
-    return value
-
-
 def canvas_size(text):
     try:
         width, height = (int(part) for part in text.lower().split("x"))
@@ -91,7 +81,8 @@ def build_parser():
                           f"{PROG} train -c tinyyolov3 --data datasets/fmnist-multi --input-size 256",
                           f"{PROG} train --resume runs/deep-20261124-101500   (continue after a crash)"))
     train.add_argument("-c", "--config", default=None,
-                       help="config name in configs/ (baseline, deep, tinyyolov3) or a YAML path")
+                       help="config name in configs/ (baseline, deep, vgg_rescam, efficientnet_b0, tinyyolov3; "
+                            "see `fmnist-tf models`) or a YAML path")
     train.add_argument("--data", help=DATA_HELP + "; for tinyyolov3, a `detect-data` folder")
     train.add_argument("--out", help="run directory (default runs/<model>-<timestamp>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
@@ -151,8 +142,8 @@ def build_parser():
     cam.add_argument("images", nargs="+", metavar="IMAGE")
     cam.add_argument("--out", default="runs/cam", help="folder for <image>_cam.png and <image>_cam.json "
                                                        "(default runs/cam)")
-    cam.add_argument("--threshold", type=fraction, default=0.2,
-                     help="box: keep CAM pixels above this fraction of its maximum, then the largest "
+    cam.add_argument("--threshold", type=float, default=0.2,
+                     help="box: keep CAM pixels at or above this fraction of its maximum, then the largest "
                           "connected component (default 0.2, the CAM paper's)")
     cam.add_argument("--layer", default=None, help="Grad-CAM: the layer to explain (default: the last conv "
                                                    "map of at least 7x7)")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fmnist_tf.cam import CamExplainer, cam_box, cam_grid, explain_images, map_box, open_explainer, warp_cam
+from fmnist_tf.cam import CamExplainer, cam_box, cam_grid, explain_images, open_explainer, warp_cam
 from fmnist_tf.cam.explainer import graph_nodes
 from fmnist_tf.errors import FmnistError, ModelFileError
 from fmnist_tf.models.registry import create_model
@@ -172,14 +172,26 @@ def test_crop_geometry_maps_model_input_pixels_back_to_the_original():
     original[30:90, 50:80] = 20              # a dark 30x60 item on white
     image, affine = to_fashion_mnist_with_geometry(original)
     assert np.array_equal(image, to_fashion_mnist(original))  # same pixels as before
-    found = cam_box((image > 100).astype(np.float32))
-    assert map_box(found, affine, original.shape) == pytest.approx((50, 30, 80, 90), abs=2)
-    assert map_box((0, 0, 28, 28), affine) == (35, 30, 95, 90)  # the whole square: 60x60 around the item
     laid = warp_cam(image.astype(np.float32) / 255, affine, original.shape)
+    assert cam_box(laid, 0.5) == pytest.approx((50, 30, 80, 90), abs=2)  # the item, in its own pixels
     assert laid[60, 65] == pytest.approx(220 / 255, abs=0.02) and laid[60, 20] == 0 and laid[5, 65] == 0
+    whole = warp_cam(np.ones((28, 28), np.float32), affine, original.shape)
+    assert cam_box(whole, 0.5) == pytest.approx((35, 30, 95, 90), abs=1)  # the whole square: 60x60 around it
     # margins and an offset crop (the realtime segmenter's case)
     affine = fit_square_affine(40, 20, size=28, margin=1, origin=(100, 50))
-    assert map_box((1, 1, 27, 27), affine) == (90, 50, 130, 90)
+    inner = np.zeros((28, 28), np.float32)
+    inner[1:27, 1:27] = 1.0
+    assert cam_box(warp_cam(inner, affine, (200, 200)), 0.5) == pytest.approx((90, 50, 130, 90), abs=1)
+
+
+def test_a_cam_box_in_the_square_padding_outside_a_wide_image_is_not_reported():
+    wide = np.full((40, 400), 250, np.uint8)
+    wide[:, :] = 250
+    wide[5:35, 0:400] = 30                   # a dark wide item touching both side edges
+    _, affine = to_fashion_mnist_with_geometry(wide)
+    padding_only = np.zeros((28, 28), np.float32)
+    padding_only[0:5] = 1.0                  # heat only in the square's padding above the item
+    assert cam_box(warp_cam(padding_only, affine, wide.shape)) is None
 
 
 # -- explain_images ---------------------------------------------------------------------------------

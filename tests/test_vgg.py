@@ -40,6 +40,7 @@ def test_width_scales_convs_and_fully_connected_layers():
 def test_models_without_an_input_size_refuse_one():
     with pytest.raises(ConfigError, match="'deep' does not use input_size"):
         create_model("deep", input_size=64)
+    assert create_model("deep", width=0.125, input_size=28).input_shape == (None, 28, 28, 1)  # its own size
     assert cam_side(create_model("vgg_rescam", width=0.0625, input_size=28)) == 7
 
 

@@ -9,11 +9,11 @@
 TensorFlow loads only when an explainer is built.
 """
 
-from fmnist_tf.cam.boxes import DEFAULT_THRESHOLD, cam_box, map_box, shift_box, warp_cam
+from fmnist_tf.cam.boxes import DEFAULT_THRESHOLD, cam_box, shift_box, warp_cam
 from fmnist_tf.cam.explain import cam_grid, explain_images, read_display_image
 from fmnist_tf.cam.explainer import CamExplainer, feature_layer, open_explainer
 from fmnist_tf.cam.render import blend_heat, draw_box, heat_colours, save_cam_grid, side_by_side
 
 __all__ = ["DEFAULT_THRESHOLD", "CamExplainer", "blend_heat", "cam_box", "cam_grid", "draw_box",
-           "explain_images", "feature_layer", "heat_colours", "map_box", "open_explainer",
+           "explain_images", "feature_layer", "heat_colours", "open_explainer",
            "read_display_image", "save_cam_grid", "shift_box", "side_by_side", "warp_cam"]

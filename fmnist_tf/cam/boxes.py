@@ -1,10 +1,8 @@
-"""Boxes from class activation maps, and moving maps and boxes between model-input and image pixels.
+"""Boxes from class activation maps, and laying model-input maps onto image pixels.
 
 Numpy and OpenCV only (the realtime CLI imports this without loading TensorFlow). A box is
 (x0, y0, x1, y1) in pixels with x1 and y1 EXCLUSIVE, like a numpy slice `map[y0:y1, x0:x1]`.
 """
-
-import math
 
 import cv2
 import numpy as np
@@ -37,28 +35,6 @@ def cam_box(cam, threshold=DEFAULT_THRESHOLD):
     largest = 1 + int(np.argmax(stats[1:count, cv2.CC_STAT_AREA]))  # label 0 is the background
     x, y, width, height = (int(v) for v in stats[largest, :4])
     return x, y, x + width, y + height
-
-
-def map_box(box, affine, shape=None):
-    """A box (exclusive ends) through a 2x3 scale-and-shift affine in OpenCV's pixel-centre convention
-    (as from `fit_square_affine`): the edges are mapped, then rounded outwards and, given `shape`
-    (height, width) of the target image, clipped to it. None stays None."""
-    if box is None:
-        return None
-    affine = np.asarray(affine, dtype=np.float64)
-    x0, y0, x1, y1 = box
-    # an edge at e (exclusive-end convention) is the pixel-centre coordinate e - 0.5
-    corners = np.array([[x0 - 0.5, y0 - 0.5, 1.0], [x1 - 0.5, y1 - 0.5, 1.0]]) @ affine.T + 0.5
-    (ax, ay), (bx, by) = corners
-    eps = 1e-6  # floating noise must not widen a box by a whole pixel
-    left, right = sorted((ax, bx))
-    top, bottom = sorted((ay, by))
-    mapped = [math.floor(left + eps), math.floor(top + eps), math.ceil(right - eps), math.ceil(bottom - eps)]
-    if shape is not None:
-        height, width = shape[:2]
-        mapped = [min(max(mapped[0], 0), width), min(max(mapped[1], 0), height),
-                  min(max(mapped[2], 0), width), min(max(mapped[3], 0), height)]
-    return tuple(int(v) for v in mapped)
 
 
 def warp_cam(cam, affine, shape):

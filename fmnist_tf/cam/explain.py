@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fmnist_tf.cam.boxes import DEFAULT_THRESHOLD, cam_box, check_threshold, map_box, warp_cam
+from fmnist_tf.cam.boxes import DEFAULT_THRESHOLD, cam_box, check_threshold, warp_cam
 from fmnist_tf.cam.explainer import CamExplainer, open_explainer
 from fmnist_tf.cam.render import save_cam_grid, side_by_side, write_png
 from fmnist_tf.fileio import atomic_write_json
@@ -68,12 +68,14 @@ def explain_images(run_or_model, image_paths, out_dir, threshold=DEFAULT_THRESHO
     for (path, grey, _, affine), probs, cam in zip(prepared, probabilities, maps):
         class_id = int(np.argmax(probs))
         input_box = cam_box(cam, threshold)
-        box = map_box(input_box, affine, grey.shape)
+        # the box is found on the map as laid on the image: the square's padding may lie outside it
+        heat = warp_cam(cam, affine, grey.shape)
+        box = cam_box(heat, threshold)
         name = explainer.class_names[class_id]
         stem = _unique_stem(path, used)
         png, json_path = out_dir / f"{stem}_cam.png", out_dir / f"{stem}_cam.json"
         title = f"{name} {probs[class_id]:.2f}  ({explainer.method}, {explainer.layer_name})"
-        write_png(png, side_by_side(read_display_image(path, grey), warp_cam(cam, affine, grey.shape), box, title))
+        write_png(png, side_by_side(read_display_image(path, grey), heat, box, title))
         result = {"path": str(path), "class_id": class_id, "class": name, "probability": float(probs[class_id]),
                   "method": explainer.method, "layer": explainer.layer_name, "threshold": threshold,
                   "box": None if box is None else list(box),

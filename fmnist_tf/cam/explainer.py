@@ -29,7 +29,6 @@ from fmnist_tf.data.fashion_mnist import CLASS_NAMES
 from fmnist_tf.errors import ModelFileError
 
 MIN_SIDE = 7            # Grad-CAM's feature map: the last 4-D output at least this wide
-EXPORTED_SUFFIXES = (".tflite", ".onnx")
 # = fmnist_tf.models.vgg's names (not imported: no Keras here)
 CAM_GAP, CAM_LOGITS, FC_LOGITS = "cam_gap", "cam_logits", "fc_logits"
 
@@ -80,9 +79,11 @@ def feature_layer(model, name=None):
             raise ModelFileError(f"layer {name!r} of model {model.name!r} has {rank} output; a CAM needs a "
                                  "4-D feature map (batch, height, width, channels)")
         return layer, output
+    # only maps the network computed: from its first conv on (not the standardised or upscaled input);
     # padding and cropping only move a map's border (EfficientNet pads its 8x8 map to 11x11)
-    skipped = (keras.layers.InputLayer, keras.layers.ZeroPadding2D, keras.layers.Cropping2D)
-    for layer in reversed(model.layers):
+    convs = [index for index, layer in enumerate(model.layers) if isinstance(layer, keras.layers.Conv2D)]
+    skipped = (keras.layers.ZeroPadding2D, keras.layers.Cropping2D)
+    for layer in reversed(model.layers[convs[0]:] if convs else []):
         if isinstance(layer, skipped):
             continue
         output = _output(nodes, layer)
@@ -93,10 +94,11 @@ def feature_layer(model, name=None):
 
 
 def _check_classifier(model):
-    if len(model.inputs) != 1 or len(model.outputs) != 1 or len(model.inputs[0].shape) != 4 \
-            or len(model.outputs[0].shape) != 2:
-        raise ModelFileError(f"model {model.name!r} is not an image classifier (one [N, H, W, C] input, "
-                             "one [N, classes] output); CAMs explain classifiers")
+    shape = tuple(model.inputs[0].shape[1:]) if len(model.inputs) == 1 else ()
+    if len(model.outputs) != 1 or len(shape) != 3 or len(model.outputs[0].shape) != 2 \
+            or shape[0] is None or shape[0] != shape[1] or shape[2] != 1:
+        raise ModelFileError(f"model {model.name!r} is not a grey image classifier (one [N, S, S, 1] input, "
+                             "one [N, classes] output); CAMs explain this toolkit's classifiers")
 
 
 class CamExplainer:
@@ -108,7 +110,6 @@ class CamExplainer:
 
     def __init__(self, model, layer=None, class_names=None, source=None):
         import keras
-        import tensorflow as tf
 
         _check_classifier(model)
         self.model = model
@@ -128,7 +129,6 @@ class CamExplainer:
             target, features = feature_layer(model, layer)
             self.method, self.layer_name = "grad-cam", target.name
             self._explain = self._grad_cam_function(model, features, nodes)
-        self._tf = tf
 
     # -- the traced functions -------------------------------------------------------------------
 
@@ -139,11 +139,14 @@ class CamExplainer:
         return [tf.TensorSpec([None, size, size, int(self.model.input_shape[-1])], tf.float32, name="images"),
                 tf.TensorSpec([None], tf.int32, name="class_ids")]
 
-    def _resize(self, maps):
+    def _normalised_maps(self, features, weights):
+        """ReLU(sum_k weights[n, k] features[n, ..., k]) / its maximum, resized to the input: [N, S, S]."""
         import tensorflow as tf
 
+        maps = tf.nn.relu(tf.einsum("nhwk,nk->nhw", features, weights))
+        maps = tf.math.divide_no_nan(maps, tf.reduce_max(maps, axis=[1, 2], keepdims=True))
         size = self.input_size
-        return tf.image.resize(maps[..., tf.newaxis], (size, size), method="bilinear")[..., 0]
+        return tf.clip_by_value(tf.image.resize(maps[..., tf.newaxis], (size, size), method="bilinear")[..., 0], 0.0, 1.0)
 
     @staticmethod
     def _choose(probabilities, class_ids):
@@ -163,9 +166,7 @@ class CamExplainer:
             weights = tf.transpose(tf.gather(tf.cast(kernel, tf.float32), chosen, axis=1))  # [N, K]
             fc_sign = tf.sign(tf.gather(tf.cast(fc_logits, tf.float32), chosen, axis=1, batch_dims=1))
             weights = weights * tf.where(fc_sign == 0, 1.0, fc_sign)[:, tf.newaxis]
-            cams = tf.nn.relu(tf.einsum("nhwk,nk->nhw", features, weights))
-            cams = tf.math.divide_no_nan(cams, tf.reduce_max(cams, axis=[1, 2], keepdims=True))
-            return tf.cast(probabilities, tf.float32), tf.clip_by_value(self._resize(cams), 0.0, 1.0)
+            return tf.cast(probabilities, tf.float32), self._normalised_maps(features, weights)
 
         return tf.function(explain, input_signature=self._signature())
 
@@ -197,9 +198,7 @@ class CamExplainer:
             gradients = tf.cast(tape.gradient(score, maps), tf.float32)
             maps = tf.cast(maps, tf.float32)
             weights = tf.reduce_mean(gradients, axis=[1, 2])                       # [N, K]
-            cams = tf.nn.relu(tf.einsum("nhwk,nk->nhw", maps, weights))
-            cams = tf.math.divide_no_nan(cams, tf.reduce_max(cams, axis=[1, 2], keepdims=True))
-            return tf.cast(probabilities, tf.float32), tf.clip_by_value(self._resize(cams), 0.0, 1.0)
+            return tf.cast(probabilities, tf.float32), self._normalised_maps(maps, weights)
 
         return tf.function(explain, input_signature=self._signature())
 
@@ -232,7 +231,7 @@ class CamExplainer:
 def open_explainer(run_or_model, layer=None) -> CamExplainer:
     """A CamExplainer for a run directory or .keras file (loaded in Keras safe mode). Exported models
     (.tflite, .onnx, SavedModel) are refused: their graph has no feature maps or gradients to read."""
-    from fmnist_tf.inference import is_saved_model_dir
+    from fmnist_tf.inference import EXPORTED_SUFFIXES, is_saved_model_dir
     from fmnist_tf.modelio import class_names_for, load_model, resolve_model_path
 
     path = Path(run_or_model)

@@ -9,7 +9,7 @@ from fmnist_tf.fileio import atomic_write
 
 HEAT_WEIGHT, IMAGE_WEIGHT = 0.3, 0.5   # the reference's blend: 0.3 heat map + 0.5 frame
 BOX_COLOUR = (0, 255, 255)              # BGR yellow: the CAM box
-PANEL_MIN_HEIGHT, PANEL_MAX_HEIGHT = 256, 800
+PANEL_MIN_HEIGHT, PANEL_MAX_HEIGHT, PANEL_MAX_WIDTH = 256, 800, 1200
 
 
 def heat_colours(cam) -> np.ndarray:
@@ -40,10 +40,11 @@ def draw_box(image, box, colour=BOX_COLOUR, thickness=2):
     return image
 
 
-def _display_scale(height):
-    if height < PANEL_MIN_HEIGHT:
-        return float(math.ceil(PANEL_MIN_HEIGHT / height))
-    return min(1.0, PANEL_MAX_HEIGHT / height)
+def _display_scale(height, width):
+    """Small images are enlarged (whole factors keep pixels square), large ones shrunk; a panel never
+    grows past PANEL_MAX_WIDTH, so a 3x2000 strip stays a sane PNG."""
+    scale = float(math.ceil(PANEL_MIN_HEIGHT / height)) if height < PANEL_MIN_HEIGHT else min(1.0, PANEL_MAX_HEIGHT / height)
+    return min(scale, PANEL_MAX_WIDTH / width)
 
 
 def side_by_side(image, cam, box, title) -> np.ndarray:
@@ -51,7 +52,7 @@ def side_by_side(image, cam, box, title) -> np.ndarray:
     the image's own pixels; small images are enlarged (nearest) and large ones shrunk for viewing."""
     image = as_bgr(image)
     overlay = blend_heat(image, cam)
-    scale = _display_scale(image.shape[0])
+    scale = _display_scale(*image.shape[:2])
     if scale != 1.0:
         size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
         interpolation = cv2.INTER_NEAREST if scale > 1 else cv2.INTER_AREA

@@ -68,10 +68,10 @@ def evaluate(run_or_model, *, data=None, out=None, batch_size=256):
     plots = out_dir / "plots"
     save_confusion_matrix(labels, predicted, class_names, plots / "confusion_matrix.png")
     save_misclassified(images, labels, probabilities, class_names, plots / "misclassified.png")
-    save_evaluation_cam_grid(model, images, labels, class_names, plots / "cam_grid.png")
     history = read_history(run_dir / "history.csv") if run_dir else []
     if history:
         save_training_curves(history, class_names, plots / "training_curves.png")
     atomic_write_json(out_dir / "metrics.json", metrics)
+    save_evaluation_cam_grid(model, images, labels, class_names, plots / "cam_grid.png")  # last: optional
     print(f"saved {out_dir / 'metrics.json'} and plots in {plots}")
     return metrics

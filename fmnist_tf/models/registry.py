@@ -57,15 +57,16 @@ def model_task(name):
     return _TASKS[name]
 
 
-def builder_options(name, settings):
+def builder_options(name, settings, input_side=None):
     """The subset of `settings` (input_size, weights, backend) that builder `name` takes; a setting it
-    does not take must be at its "not set" value, else ConfigError."""
+    does not take must be at its "not set" value (or, for input_size, the input's own side), else
+    ConfigError."""
     accepted = inspect.signature(get_builder(name)).parameters
     options = {}
     for key, value in settings.items():
         if key in accepted:
             options[key] = value
-        elif value != OPTIONAL_SETTINGS[key]:
+        elif value != OPTIONAL_SETTINGS[key] and not (key == "input_size" and value == input_side):
             raise ConfigError(f"model '{name}' does not use {key} (got {value!r}); leave it at "
                               f"{OPTIONAL_SETTINGS[key]!r} or choose a model that takes it")
     return options
@@ -77,7 +78,7 @@ def create_model(name, *, num_classes=10, input_shape=(28, 28, 1), mean=0.0, var
     unknown = sorted(set(settings) - set(OPTIONAL_SETTINGS))
     if unknown:
         raise TypeError(f"create_model got unknown settings {unknown}")
-    options = builder_options(name, settings)
+    options = builder_options(name, settings, input_side=input_shape[0])
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Normalization(mean=mean, variance=variance, name="standardize")(inputs)
     outputs = get_builder(name)(x, num_classes, width=width, dropout=dropout, **options)

@@ -4,23 +4,23 @@ Importing this module registers the mode (`create_mode("cam", explainer, min_pro
 `explainer` is a `fmnist_tf.cam.CamExplainer` (`fmnist_tf.cam.open_explainer(run)`: a Keras model,
 since exported models have no gradients to read). Per frame: `preprocess` segments the items exactly
 as the classify mode does; `infer` runs ONE explainer call on all 28x28 crops (probabilities and
-maps) and maps each CAM box back to frame pixels through the crop's geometry; `draw` warps each
-map into its item's box, blends the JET heat map there (0.3 heat / 0.5 frame), draws the item box
-(green when sure, grey otherwise), the CAM box (yellow) and the label.
+maps), warps each map into its item's box through the crop's geometry and boxes it there; `draw`
+blends the JET heat maps (0.3 heat / 0.5 frame), draws what the classify mode draws, then the CAM
+boxes (yellow).
 
 CSV: the classify mode's columns and meaning, unchanged (`CSV_FIELDS`: frame, item, class_id,
 class, probability, x0, y0, x1, y1 with the ITEM box in frame pixels), so a cam-mode CSV reads like
 a classify-mode one; the CAM box is drawn but not logged. Only numpy / OpenCV are imported here.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from fmnist_tf.cam.boxes import DEFAULT_THRESHOLD, cam_box, check_threshold, map_box, shift_box, warp_cam
+from fmnist_tf.cam.boxes import DEFAULT_THRESHOLD, cam_box, check_threshold, shift_box, warp_cam
 from fmnist_tf.cam.render import BOX_COLOUR, blend_heat, draw_box
 from fmnist_tf.errors import FmnistError
-from fmnist_tf.realtime.modes import GREEN, GREY, ClassifyMode, draw_label, register_mode
+from fmnist_tf.realtime.modes import ClassifyMode, register_mode
 from fmnist_tf.vision.preprocess import fit_square_affine
 from fmnist_tf.vision.segment import SegmentSettings
 
@@ -32,25 +32,20 @@ class ItemExplanation:
     name: str
     probability: float
     cam_box: tuple | None  # the CAM box, frame pixels; None for an all-zero map
-    cam: np.ndarray       # the [0, 1] map on the item's model-input crop
-    affine: np.ndarray    # crop pixels -> pixels of the item's box (box-local)
+    heat: np.ndarray      # the [0, 1] map laid on the item's box (box-sized)
 
 
 @register_mode("cam")
 class CamMode(ClassifyMode):
     """`explainer`: a CamExplainer. `min_probability` as in the classify mode; `threshold` the CAM
-    box's fraction of the map's maximum. Other options are ignored, so the realtime CLI can pass what
-    it passes to every mode."""
+    box's fraction of the map's maximum."""
 
-    def __init__(self, explainer, min_probability=0.5, threshold=DEFAULT_THRESHOLD, segment=SegmentSettings(),
-                 **ignored):
+    def __init__(self, explainer, min_probability=0.5, threshold=DEFAULT_THRESHOLD, segment=SegmentSettings()):
         if not (hasattr(explainer, "method") and hasattr(explainer, "layer_name")):
             raise FmnistError("mode 'cam' needs a CAM explainer of a Keras model (a run directory or .keras "
                               f"file), not {getattr(explainer, 'source', explainer)!r}")
-        if not 0.0 <= float(min_probability) <= 1.0:
-            raise FmnistError(f"min_probability must lie in [0, 1], got {min_probability}")
         self.threshold = check_threshold(threshold)
-        super().__init__(explainer, float(min_probability), replace(segment, size=explainer.input_size))
+        super().__init__(explainer, min_probability, segment)
 
     def infer(self, segmentation):
         if not segmentation.boxes:
@@ -62,22 +57,16 @@ class CamMode(ClassifyMode):
             class_id = int(np.argmax(probs))
             x0, y0, x1, y1 = box
             affine = fit_square_affine(y1 - y0, x1 - x0, self.segment.size, self.segment.margin)
-            local = map_box(cam_box(cam, self.threshold), affine, (y1 - y0, x1 - x0))
+            heat = warp_cam(cam, affine, (y1 - y0, x1 - x0))
             items.append(ItemExplanation(tuple(box), class_id, names[class_id], float(probs[class_id]),
-                                         shift_box(local, x0, y0), cam, affine))
+                                         shift_box(cam_box(heat, self.threshold), x0, y0), heat))
         return items
 
     def draw(self, frame, items):
-        if not items:
-            draw_label(frame, "no item", 8, frame.shape[0] - 8, GREY)
         for item in items:
             x0, y0, x1, y1 = item.box
             if frame.ndim == 3 and x1 > x0 and y1 > y0:
-                region = frame[y0:y1, x0:x1]
-                region[...] = blend_heat(region, warp_cam(item.cam, item.affine, region.shape))
-            sure = item.probability >= self.min_probability
-            colour = GREEN if sure else GREY
-            draw_box(frame, item.box, colour, 2)
-            draw_box(frame, item.cam_box, BOX_COLOUR, 1)  # thinner: the item box stays visible under it
-            text = f"{item.name} {item.probability:.2f}" if sure else f"? {item.probability:.2f}"
-            draw_label(frame, text, x0, y0 - 2, colour)
+                frame[y0:y1, x0:x1] = blend_heat(frame[y0:y1, x0:x1], item.heat)
+        super().draw(frame, items)
+        for item in items:
+            draw_box(frame, item.cam_box, BOX_COLOUR, 1)  # thin: the item box stays visible under it

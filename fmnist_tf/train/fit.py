@@ -60,9 +60,13 @@ def schedule_callbacks(config: TrainConfig):
     return []
 
 
-def model_settings(config: TrainConfig):
-    """The config's builder options (see `fmnist_tf.models.registry.OPTIONAL_SETTINGS`)."""
-    return {key: getattr(config, key) for key in OPTIONAL_SETTINGS}
+def model_settings(config: TrainConfig, resuming=False):
+    """The config's builder options (see `fmnist_tf.models.registry.OPTIONAL_SETTINGS`). A resumed run
+    gets its weights from the backup, so the starting weights file need not exist any more."""
+    settings = {key: getattr(config, key) for key in OPTIONAL_SETTINGS}
+    if resuming:
+        settings["weights"] = OPTIONAL_SETTINGS["weights"]
+    return settings
 
 
 def compile_classifier(model, config: TrainConfig, steps_per_epoch, num_classes):
@@ -192,7 +196,8 @@ def train_classifier(config: TrainConfig, *, data=None, out=None, resume=None, v
     steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
 
     model = create_model(config.model, num_classes=num_classes, mean=mean, variance=variance,
-                         width=config.width, dropout=config.dropout, **model_settings(config))
+                         width=config.width, dropout=config.dropout,
+                         **model_settings(config, resuming=backup_path is not None))
     compile_classifier(model, config, steps_per_epoch, num_classes)
     restore_backup(model, backup_path, run_dir, initial_epoch)
     print(f"model {config.model}: {model.count_params():,} parameters; "

@@ -88,8 +88,8 @@ def fit_square_affine(crop_height, crop_width, size=28, margin=0, origin=(0, 0))
     """The geometry of `fit_square`: a 2x3 float64 affine A with (x, y) = A @ (u, v, 1), from pixel
     (u, v) of its `size` x `size` output back to the image the crop was cut from, the crop's top-left
     pixel being at `origin` (x, y) there. OpenCV's convention (integer coordinates are pixel centres),
-    so `cv2.warpAffine(map, A, (width, height))` lays a model-input map onto that image; for box edges
-    (exclusive ends) use `fmnist_tf.cam.map_box`."""
+    so `cv2.warpAffine(map, A, (width, height))` lays a model-input map onto that image (boxes are then
+    found on the laid map, which drops any part of the square outside the image)."""
     side = max(crop_height, crop_width)
     top, left = (side - crop_height) // 2, (side - crop_width) // 2
     scale = side / (size - 2 * margin)
