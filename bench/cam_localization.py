@@ -26,6 +26,7 @@ from machine import describe_machine  # noqa: E402
 from fmnist_tf.cam import cam_box, open_explainer  # noqa: E402
 from fmnist_tf.data.fashion_mnist import load_split  # noqa: E402
 from fmnist_tf.fileio import atomic_write_json  # noqa: E402
+from yolo.boxes import iou_xyxy  # noqa: E402
 
 CANVAS = 56
 SIDE_RANGE = (0.35, 0.75)
@@ -46,14 +47,10 @@ def pasted_canvases(items, seed):
     return canvases, boxes
 
 
-def box_iou(a, b):
-    """IoU of x0, y0, x1, y1 boxes (exclusive ends), broadcasting over leading axes."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    width = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    height = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = width * height
-    area = lambda box: (box[..., 2] - box[..., 0]) * (box[..., 3] - box[..., 1])  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
+def box_iou(boxes, truth):
+    """IoU of each box with its own truth box (a single box is compared with every truth box)."""
+    boxes = np.broadcast_to(np.asarray(boxes, float), np.shape(truth))
+    return np.array([iou_xyxy(box, true)[0, 0] for box, true in zip(boxes, truth)])
 
 
 def cam_boxes(explainer, canvases, threshold, batch=128):

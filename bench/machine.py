@@ -1,5 +1,6 @@
-"""What every benchmark shares: the machine it ran on (for the README's results table) and
-measuring several paths in alternating rounds, so this noisy machine's slow spells hit them alike."""
+"""What every benchmark shares: the machine it ran on (for the README's results table), measuring
+several paths in alternating rounds (so this noisy machine's slow spells hit them alike), a training
+time budget, and `--set KEY=VALUE` config overrides."""
 
 import os
 import platform
@@ -63,3 +64,14 @@ class TimeBudget(keras.callbacks.Callback):
         still_needed = 2 * self.longest_after + self.longest_training
         if self.last_end - self.start + still_needed > self.seconds:
             self.model.stop_training = True
+
+
+def parse_settings(pairs):
+    """["width=0.25", ...] -> {"width": "0.25", ...} (load_config checks and converts them)."""
+    settings = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals:
+            raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
+        settings[key.strip()] = value.strip()
+    return settings

@@ -16,14 +16,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import TimeBudget, describe_machine  # noqa: E402
+from machine import TimeBudget, describe_machine, parse_settings  # noqa: E402
 
 from fmnist_tf.config import load_config  # noqa: E402
 from fmnist_tf.evaluate.report import evaluate  # noqa: E402
 from fmnist_tf.fileio import atomic_write_json  # noqa: E402
 from fmnist_tf.train.callbacks import read_history  # noqa: E402
 from fmnist_tf.train.fit import train  # noqa: E402
-from train_throughput import parse_settings  # noqa: E402
 
 
 def main():

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import alternating_rounds, describe_machine  # noqa: E402
+from machine import alternating_rounds, describe_machine, parse_settings  # noqa: E402
 
 from fmnist_tf.config import load_config, make_config  # noqa: E402
 from fmnist_tf.data.fashion_mnist import load_split  # noqa: E402
@@ -85,17 +85,6 @@ def images_per_second(model, fit_source, count, fit_kwargs):
     start = time.perf_counter()
     model.fit(fit_source, epochs=1, verbose=0, **fit_kwargs)
     return count / (time.perf_counter() - start)
-
-
-def parse_settings(pairs):
-    """["width=0.25", ...] -> {"width": "0.25", ...} (load_config checks and converts them)."""
-    settings = {}
-    for pair in pairs:
-        key, equals, value = pair.partition("=")
-        if not equals:
-            raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
-        settings[key.strip()] = value.strip()
-    return settings
 
 
 def measure(name, images, labels, steps, rounds, settings=None, chosen_paths=PATHS):

@@ -58,6 +58,18 @@ def atomic_write(path, write, suffix=""):
     return Path(path)
 
 
+def atomic_write_image(path, image, params=(), what="image"):
+    """cv2.imwrite through a temporary file; the format follows the suffix (`params` e.g. JPEG quality)."""
+    import cv2
+
+    from fmnist_tf.errors import FmnistError
+
+    with atomic_output(path, suffix=Path(path).suffix) as tmp:
+        if not cv2.imwrite(str(tmp), image, list(params)):
+            raise FmnistError(f"{path}: cannot write the {what} (is the folder writable?)")
+    return Path(path)
+
+
 def atomic_write_text(path, text: str):
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 

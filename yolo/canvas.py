@@ -26,11 +26,12 @@ from tqdm import tqdm
 
 from fmnist_tf.data.fashion_mnist import CLASS_NAMES
 from fmnist_tf.errors import DataError
-from fmnist_tf.fileio import atomic_output, atomic_write_json
+from fmnist_tf.fileio import atomic_write_image, atomic_write_json
 from fmnist_tf.realtime.modes import draw_label  # the realtime overlay's label style
 from yolo.annotations import write_annotations
 
 BASE_SIZE = (640, 480)  # presets give item sides in pixels for this canvas; other sizes scale them
+JPEG_QUALITY = (cv2.IMWRITE_JPEG_QUALITY, 95)
 BACKGROUNDS = ("solid", "gradient", "noise")
 POLARITIES = ("dark_on_light", "light_on_dark")
 GREEN, WHITE, BLACK = (0, 255, 0), (255, 255, 255), (0, 0, 0)
@@ -301,12 +302,6 @@ def _class_colour(cls):
 
 # --- dataset writer ----------------------------------------------------------------------------
 
-def _write_jpeg(path, bgr, quality=95):
-    with atomic_output(path, suffix=".jpg") as tmp:
-        if not cv2.imwrite(str(tmp), bgr, [cv2.IMWRITE_JPEG_QUALITY, quality]):
-            raise CanvasError(f"{path}: cannot write the JPEG (is the folder writable?)")
-
-
 def _check_split(split, pair, count, num_classes):
     if not re.fullmatch(r"[A-Za-z0-9_-]+", split):
         raise CanvasError(f"split name {split!r} must be letters, digits, '_' or '-' (it names files)")
@@ -373,9 +368,9 @@ def write_split(out_dir, split, images, labels, count, preset, seed, class_names
         canvas, boxes = sample_canvas(images, labels, preset, canvas_rng(seed, split, index))
         name = f"{split}_{index:06d}.jpg"
         relative = f"images/{split}/{name}"
-        _write_jpeg(image_dir / name, np.ascontiguousarray(canvas[..., ::-1]))  # cv2 wants BGR
+        atomic_write_image(image_dir / name, np.ascontiguousarray(canvas[..., ::-1]), JPEG_QUALITY, "JPEG")  # BGR
         if index < previews:
-            _write_jpeg(preview_dir / name, draw_boxes(canvas, boxes, class_names))
+            atomic_write_image(preview_dir / name, draw_boxes(canvas, boxes, class_names), JPEG_QUALITY, "JPEG")
         entries.append((relative, boxes))
         coco["images"].append({"id": index + 1, "file_name": relative,
                                "width": preset.width, "height": preset.height})

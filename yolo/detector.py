@@ -38,8 +38,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from fmnist_tf.errors import FmnistError, ModelFileError
-from fmnist_tf.fileio import PendingFile, atomic_output
+from fmnist_tf.errors import FmnistError, ModelFileError, first_line
+from fmnist_tf.fileio import PendingFile, atomic_output, atomic_write_image
 
 DETECTOR_JSON = "detector.json"
 BACKENDS = ("auto", "litert", "keras")
@@ -463,11 +463,6 @@ class Detector:
         return f"Detector({self.source!r}, backend={self.backend!r}, input_size={self.input_size})"
 
 
-def _first_line(exc):
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
-
-
 def detector_from_model(model, config: DetectorConfig, backend="auto", source="in-memory model", **options):
     """A Detector over a Keras model: in-memory LiteRT ("auto", "litert") else a tf.function
     ("keras", or "auto" when conversion fails; `.fallback_reason` then says why)."""
@@ -484,8 +479,8 @@ def detector_from_model(model, config: DetectorConfig, backend="auto", source="i
             raise
         except Exception as exc:  # the converter raises many types
             if backend == "litert":
-                raise ModelFileError(f"{source}: LiteRT conversion failed ({_first_line(exc)})") from exc
-            reason = _first_line(exc)
+                raise ModelFileError(f"{source}: LiteRT conversion failed ({first_line(exc)})") from exc
+            reason = first_line(exc)
     if runner is None:
         runner = KerasRunner(model, config, source)
     detector = Detector(runner, config, source, **options)
@@ -525,7 +520,7 @@ def open_detector(run_or_model, backend="auto", score_threshold=0.3, iou_thresho
         except ModelFileError:
             raise
         except Exception as exc:  # a flatbuffer that opens but has no usable tensors
-            raise ModelFileError(f"{path}: not a usable .tflite detector ({_first_line(exc)})") from exc
+            raise ModelFileError(f"{path}: not a usable .tflite detector ({first_line(exc)})") from exc
         return Detector(runner, chosen, path, **options)
     if path.suffix == ".onnx" or (path / "saved_model.pb").is_file():
         raise ModelFileError(f"{path}: detectors open from a run directory, a .keras or a .tflite file")
@@ -648,12 +643,6 @@ def ultralytics_lines(detections: ImageDetections, size):
     return lines
 
 
-def _write_image(path, image):
-    with atomic_output(path, suffix=path.suffix) as tmp:
-        if not cv2.imwrite(str(tmp), image):
-            raise FmnistError(f"{path}: cannot write the annotated image (is the folder writable?)")
-
-
 def _show(image, title):
     cv2.imshow(title, image)
     return cv2.waitKey(0) & 0xFF not in (ord("q"), 27)
@@ -703,7 +692,8 @@ def detect_sources(detector, source, out_dir, save_txt=True, save_csv=True, show
             detections = detector([image], score_threshold=score_threshold)[0]
             size = (image.shape[1], image.shape[0])
             result = ImageResult(path, size, detections, output=out_dir / path.name)
-            _write_image(result.output, draw_detections(image, detections, detector.class_names))
+            atomic_write_image(result.output, draw_detections(image, detections, detector.class_names),
+                               what="annotated image")
             if writer:
                 rows = [(path.name, int(cls), class_name(detector.class_names, int(cls)), f"{score:.4f}",
                          *(f"{v:.1f}" for v in box))

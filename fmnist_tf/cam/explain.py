@@ -13,9 +13,9 @@ import numpy as np
 
 from fmnist_tf.cam.boxes import DEFAULT_THRESHOLD, cam_box, check_threshold, warp_cam
 from fmnist_tf.cam.explainer import CamExplainer, open_explainer
-from fmnist_tf.cam.render import save_cam_grid, side_by_side, write_png
-from fmnist_tf.fileio import atomic_write_json
-from fmnist_tf.vision.preprocess import read_image, to_fashion_mnist_with_geometry, to_grey
+from fmnist_tf.cam.render import save_cam_grid, side_by_side
+from fmnist_tf.fileio import atomic_write_image, atomic_write_json
+from fmnist_tf.vision.preprocess import composite_on_white, read_image, to_fashion_mnist_with_geometry, to_grey
 
 GRID_IMAGES = 16
 
@@ -26,8 +26,7 @@ def read_display_image(path, grey) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is not None and image.ndim == 3 and image.dtype == np.uint8:
         if image.shape[2] == 4:
-            alpha = image[..., 3:4].astype(np.float32) / 255.0
-            image = (image[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+            image = composite_on_white(image)
         else:
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # applies EXIF orientation like read_image
         if image is not None and image.shape[:2] == grey.shape:
@@ -75,7 +74,7 @@ def explain_images(run_or_model, image_paths, out_dir, threshold=DEFAULT_THRESHO
         stem = _unique_stem(path, used)
         png, json_path = out_dir / f"{stem}_cam.png", out_dir / f"{stem}_cam.json"
         title = f"{name} {probs[class_id]:.2f}  ({explainer.method}, {explainer.layer_name})"
-        write_png(png, side_by_side(read_display_image(path, grey), heat, box, title))
+        atomic_write_image(png, side_by_side(read_display_image(path, grey), heat, box, title), what="PNG")
         result = {"path": str(path), "class_id": class_id, "class": name, "probability": float(probs[class_id]),
                   "method": explainer.method, "layer": explainer.layer_name, "threshold": threshold,
                   "box": None if box is None else list(box),
@@ -95,9 +94,6 @@ def cam_grid(model_or_explainer, images, labels, path, class_names=None, count=G
         else CamExplainer(model_or_explainer, class_names=class_names)
     images = np.asarray(images[:count])
     labels = np.asarray(labels[:count])
-    size = explainer.input_size
-    if images.shape[1:3] != (size, size):
-        images = np.stack([cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR) for image in images])
     probabilities, maps = explainer(images.astype(np.float32)[..., np.newaxis] / 255.0)
     names = explainer.class_names
     predicted = probabilities.argmax(axis=1)

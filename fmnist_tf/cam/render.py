@@ -5,7 +5,6 @@ import math
 import cv2
 import numpy as np
 
-from fmnist_tf.fileio import atomic_write
 
 HEAT_WEIGHT, IMAGE_WEIGHT = 0.3, 0.5   # the reference's blend: 0.3 heat map + 0.5 frame
 BOX_COLOUR = (0, 255, 255)              # BGR yellow: the CAM box
@@ -70,14 +69,6 @@ def side_by_side(image, cam, box, title) -> np.ndarray:
     cv2.putText(strip, title, (8, text_height + 8), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0),
                 max(1, round(font_scale)), cv2.LINE_AA)
     return np.vstack([strip, panels])
-
-
-def write_png(path, image):
-    """Atomic PNG write of a BGR or grey uint8 image."""
-    def write(temporary):
-        if not cv2.imwrite(str(temporary), image):
-            raise OSError(f"{path}: could not write the PNG")
-    return atomic_write(path, write, suffix=".png")
 
 
 def save_cam_grid(images, cams, boxes, titles, path, columns=4):

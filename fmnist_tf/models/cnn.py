@@ -1,4 +1,4 @@
-"""The baseline CNN (faithful to the reference) and our deep CNN."""
+"""The baseline CNN (faithful to the reference), our deep CNN, and the blocks other families share."""
 
 from keras import layers
 
@@ -19,6 +19,13 @@ def conv_bn_relu(x, filters, name):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def resize_input(x, input_size, name="upscale"):
+    """Bilinear resize of the (B, 28, 28, C) input to input_size; 0 or the current side keeps it."""
+    if input_size in (0, x.shape[1]):
+        return x
+    return layers.Resizing(input_size, input_size, interpolation="bilinear", name=name)(x)
 
 
 def classifier(x, num_classes):

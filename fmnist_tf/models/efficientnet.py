@@ -14,9 +14,9 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from fmnist_tf.errors import ConfigError
+from fmnist_tf.errors import ConfigError, first_line
+from fmnist_tf.models.cnn import classifier, resize_input
 from fmnist_tf.models.registry import register
-from fmnist_tf.models.vgg import resize_input
 
 NAME = "efficientnet_b0"
 DEFAULT_INPUT_SIZE = 32
@@ -25,11 +25,6 @@ BACKENDS = ("keras", "efficientnet")
 # The layer keras.applications puts first after its own preprocessing (see backbone_features).
 KERAS_STEM = "stem_conv_pad"
 GREY_TO_RGB, HEAD_DROPOUT = "grey_to_rgb", "head_dropout"
-
-
-def _one_line(exc):
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _weights_file(weights, width):
@@ -51,7 +46,7 @@ def _load_weights(backbone, path, backend):
     except (ValueError, OSError, KeyError, TypeError) as exc:
         raise ConfigError(f"{NAME}: cannot load weights file {path} into the {backend} backbone "
                           f"(it must be EfficientNet-B0 notop weights, include_top=False, from the same "
-                          f"library): {_one_line(exc)}") from exc
+                          f"library): {first_line(exc)}") from exc
 
 
 def _keras_backbone(side, width):
@@ -161,4 +156,4 @@ def efficientnet_b0(x, num_classes, *, width=1.0, dropout=0.2, input_size=0, wei
     rgb = layers.Concatenate(name=GREY_TO_RGB)([x, x, x])
     features = backbone_features(rgb, width=width, weights=weights, backend=backend)
     features = layers.Dropout(dropout, name=HEAD_DROPOUT)(features)
-    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(features)
+    return classifier(features, num_classes)

@@ -2,7 +2,7 @@
 
 from keras import layers
 
-from fmnist_tf.models.cnn import channels, conv_bn_relu
+from fmnist_tf.models.cnn import channels, conv_bn_relu, resize_input
 from fmnist_tf.models.registry import register
 
 # (filters, convs) of VGG16's five blocks
@@ -11,13 +11,6 @@ MIN_CAM_SIDE = 7    # a block ends in a max-pool only while the map stays at lea
 CAM_DROPOUT = 0.3   # the reference's dropout before the CAM branch's dense layer
 # Layer names the CAM code relies on (fmnist_tf.cam): the feature map is the input of CAM_GAP.
 CAM_GAP, CAM_LOGITS, FC_LOGITS = "cam_gap", "cam_logits", "fc_logits"
-
-
-def resize_input(x, input_size, name="upscale"):
-    """Bilinear resize of the (B, 28, 28, C) input to input_size; 0 or the current side keeps it."""
-    if input_size in (0, x.shape[1]):
-        return x
-    return layers.Resizing(input_size, input_size, interpolation="bilinear", name=name)(x)
 
 
 def vgg16_bn_features(x, width):

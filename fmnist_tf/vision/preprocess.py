@@ -27,9 +27,14 @@ def to_grey(image) -> np.ndarray:
     if image.ndim == 2:
         return image
     if image.shape[2] == 4:
-        alpha = image[..., 3:4].astype(np.float32) / 255.0  # cut-outs go onto white
-        image = (image[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
+        image = composite_on_white(image)
     return cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2GRAY)
+
+
+def composite_on_white(bgra) -> np.ndarray:
+    """A uint8 BGRA cut-out laid onto white, as BGR."""
+    alpha = bgra[..., 3:4].astype(np.float32) / 255.0
+    return (bgra[..., :3] * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
 
 
 def border_pixels(grey):
