@@ -9,8 +9,10 @@ from pathlib import Path
 from fmnist_tf.errors import FmnistError
 
 PROG = "fmnist-tf"
-DATA_HELP = ("Fashion-MNIST source: a folder with the four IDX .gz files (md5-checked) or a Kaggle-style "
-             "CSV. Default: $FMNIST_DATA_DIR, then ~/.keras/datasets/fashion-mnist, then a download")
+DATA_HELP = ("data: a folder with the four Fashion-MNIST IDX .gz files (md5-checked), a Kaggle-style CSV, or "
+             "an image folder (one subfolder per class, with train/ and test/ subtrees or else split 80/20; or "
+             "the Tiny ImageNet layout). Default: $FMNIST_DATA_DIR, then ~/.keras/datasets/fashion-mnist, "
+             "then a download")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -62,6 +64,7 @@ def build_parser():
         epilog=_examples(f"{PROG} train -c deep", f"{PROG} evaluate runs/deep-20261124-101500",
                          f"{PROG} predict runs/deep-20261124-101500 shoe.jpg",
                          f"{PROG} cam runs/deep-20261124-101500 shoe.jpg",
+                         f"{PROG} embed runs/embedding-20261124-101500 shoe.jpg --gallery photos/",
                          f"{PROG} realtime -v video.mp4 -o annotated.mp4",
                          f"{PROG} export runs/deep-20261124-101500 --format tflite",
                          f"{PROG} SUBCOMMAND --help   (every subcommand has examples)"))
@@ -79,13 +82,20 @@ def build_parser():
                           f"{PROG} train -c baseline --epochs 3 --batch-size 64 --out runs/try",
                           f"FMNIST_DATA_DIR=../shared/data/fashion-mnist {PROG} train -c deep --augment false",
                           f"{PROG} train -c tinyyolov3 --data datasets/fmnist-multi --input-size 256",
+                          f"{PROG} train -c transfer --from runs/deep-20261124-101500 --data my_photos/",
+                          f"{PROG} train -c transfer --base MobileNetV2 --weights mobilenet_v2_notop.h5 --data tiny-imagenet-200/",
+                          f"{PROG} train -c embedding",
+                          f"{PROG} train -c embedding_classifier --from runs/embedding-20261124-101500",
                           f"{PROG} train --resume runs/deep-20261124-101500   (continue after a crash)"))
     train.add_argument("-c", "--config", default=None,
-                       help="config name in configs/ (baseline, deep, vgg_rescam, efficientnet_b0, tinyyolov3; "
-                            "see `fmnist-tf models`) or a YAML path")
+                       help="config name in configs/ (baseline, deep, vgg_rescam, efficientnet_b0, transfer, "
+                            "embedding, embedding_classifier, tinyyolov3; see `fmnist-tf models`) or a YAML path")
     train.add_argument("--data", help=DATA_HELP + "; for tinyyolov3, a `detect-data` folder")
     train.add_argument("--out", help="run directory (default runs/<model>-<timestamp>)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
+    train.add_argument("--from", dest="set_base", metavar="RUN_OR_MODEL",
+                       help="transfer / embedding_classifier: the run directory or .keras file whose backbone "
+                            "to start from (same as --base)")
     _add_config_overrides(train)
 
     evaluate = add("evaluate", "score a run or model on the test split; print tables, save metrics.json and plots",
@@ -147,6 +157,16 @@ def build_parser():
                           "connected component (default 0.2, the CAM paper's)")
     cam.add_argument("--layer", default=None, help="Grad-CAM: the layer to explain (default: the last conv "
                                                    "map of at least 7x7)")
+
+    embed = add("embed", "image retrieval with an embedding run: the gallery images nearest to each query image",
+                _examples(f"{PROG} embed runs/embedding-20261124-101500 boot.jpg --gallery shop_photos/",
+                          f"{PROG} embed runs/embedding-20261124-101500 q1.png q2.png --gallery gallery/ --top 3 --json",
+                          "a gallery image's label is its subfolder's name (gallery/<label>/*.png), if any"))
+    embed.add_argument("model", metavar="RUN_DIR_OR_MODEL", help="an embedding run (fmnist-tf train -c embedding)")
+    embed.add_argument("images", nargs="+", metavar="IMAGE")
+    embed.add_argument("--gallery", required=True, metavar="DIR", help="folder of images to search (recursively)")
+    embed.add_argument("--top", type=positive_int, default=5, help="neighbours per query (default 5)")
+    embed.add_argument("--json", action="store_true", help="print one JSON document")
 
     export = add("export", "export a trained model for fast inference elsewhere; checks the numbers after",
                  _examples(f"{PROG} export runs/deep-20261124-101500 --format tflite",
@@ -330,6 +350,20 @@ def cmd_cam(args):
     print(f"saved <image>_cam.png and <image>_cam.json in {args.out}")
 
 
+def cmd_embed(args):
+    from fmnist_tf.embed import nearest_gallery_images
+
+    results = nearest_gallery_images(args.model, args.images, args.gallery, top=args.top)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for result in results:
+        print(f"{result['path']}:")
+        for rank, neighbour in enumerate(result["neighbours"], 1):
+            label = f"  [{neighbour['label']}]" if neighbour["label"] else ""
+            print(f"  {rank}. {neighbour['path']}  distance {neighbour['distance']:.3f}{label}")
+
+
 def cmd_export(args):
     from fmnist_tf.export import export_model, format_export_report
 
@@ -358,7 +392,7 @@ def cmd_models(args):
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "realtime": cmd_realtime,
-            "export": cmd_export, "cam": cmd_cam, "detect": cmd_detect, "detect-data": cmd_detect_data,
+            "export": cmd_export, "cam": cmd_cam, "embed": cmd_embed, "detect": cmd_detect, "detect-data": cmd_detect_data,
             "detect-anchors": cmd_detect_anchors, "models": cmd_models}
 
 

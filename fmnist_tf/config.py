@@ -60,6 +60,19 @@ class TrainConfig:
     backend: str = _key("keras", "library that builds the model: keras (keras.applications), or "
                                  "efficientnet (the `efficientnet` package, pip install .[efficientnet])",
                         choices=("keras", "efficientnet"))
+    base: str = _key("", "transfer: the model to start from: one of our run directories or .keras files "
+                         "(the CLI's --from), or a keras.applications name such as MobileNetV2 (ImageNet "
+                         "weights from --weights PATH, else a download)")
+    freeze: bool = _key(True, "transfer: keep the backbone's weights fixed, so only the new head trains")
+    head_units: int = _key(0, "transfer: hidden units of the new head (0: Dropout -> Dense N; 64: the "
+                              "reference embedding head Dropout -> Dense 64 -> ReLU -> Dropout -> Dense N)", low=0)
+    fine_tune_epochs: int = _key(0, "transfer: epochs of a second stage, after `epochs`, that unfreezes the "
+                                    "backbone and trains everything at fine_tune_learning_rate", low=0)
+    fine_tune_learning_rate: float = _key(1e-5, "transfer: constant learning rate of the second stage",
+                                          low=0.0, high=10.0)
+    embedding_size: int = _key(128, "embedding: length of the L2-normalised embedding vector", low=2)
+    margin: float = _key(0.2, "embedding: margin of the semi-hard triplet loss", low=0.0, high=4.0)
+    knn_k: int = _key(13, "embedding: neighbours of the kNN classifier that scores embeddings", low=1)
     anchors: str = _key("default", "detector anchors: default (the reference's, scaled to input_size), "
                                    "kmeans (6 clusters of the training boxes), or 'w,h w,h ...' in input pixels")
     ignore_threshold: float = _key(0.7, "detector: no-object predictions overlapping a true box above "

@@ -63,13 +63,13 @@ def training_sample(model_path: Path, data, count, size, *, require_real):
     """(float32 [count, size, size, 1] images, "train" or "random"): training images from `data`,
     else the run's recorded source, else the default search. Never the test split: exports are
     often scored on it later."""
-    from fmnist_tf.data.fashion_mnist import load_split
     from fmnist_tf.data.pipeline import to_model_input
+    from fmnist_tf.data.sources import load_labelled_split
     from fmnist_tf.train.fit import recorded_source
 
     run_dir = run_dir_of(model_path)
     try:
-        images, _ = load_split("train", data or (recorded_source(run_dir) if run_dir else None))
+        images = load_labelled_split("train", data or (recorded_source(run_dir) if run_dir else None)).images
     except DataError as exc:
         if data:
             raise  # the user named this data: what is wrong with it is the message

@@ -14,7 +14,7 @@ import numpy as np
 
 from fmnist_tf.data.fashion_mnist import CLASS_NAMES
 from fmnist_tf.errors import ModelFileError
-from fmnist_tf.modelio import class_names_for, load_model, resolve_model_path
+from fmnist_tf.modelio import class_names_for, dataset_info, load_model, resolve_model_path
 
 BACKENDS = ("auto", "litert", "keras")
 EXPORTED_SUFFIXES = (".tflite", ".onnx")
@@ -25,6 +25,7 @@ class Classifier:
 
     backend = "?"
     input_size = 28
+    image_format = "fashion-mnist"  # how images are prepared for it; open_classifier sets it per run
 
     def __init__(self, source, class_names):
         self.source = str(source)
@@ -153,14 +154,11 @@ def is_saved_model_dir(path) -> bool:
     return Path(path).is_dir() and (Path(path) / "saved_model.pb").is_file()
 
 
-def class_names_beside(path):
-    """Class names for an exported file: from the run directory it was exported into, if any."""
+def dataset_info_beside(path):
+    """dataset.json of the run an exported file was exported into (<run>/ or <run>/export/), or {}."""
     path = Path(path)
-    for folder in (path.parent, path.parent.parent):
-        names = class_names_for(folder / "best.keras")
-        if names != CLASS_NAMES:
-            return names
-    return CLASS_NAMES
+    return next((info for folder in (path.parent, path.parent.parent)
+                 if (info := dataset_info(folder / "best.keras"))), {})
 
 
 def keras_classifier(model, source, class_names, backend="auto"):
@@ -178,17 +176,24 @@ def keras_classifier(model, source, class_names, backend="auto"):
 
 
 def open_classifier(run_or_model, backend="auto") -> Classifier:
-    """A run directory or .keras file (converted per `backend`), or an exported .tflite, .onnx or SavedModel."""
+    """A run directory or .keras file (converted per `backend`), or an exported .tflite, .onnx or
+    SavedModel. The classifier's `image_format` says how to prepare images for it (fmnist_tf.data.sources)."""
     if backend not in BACKENDS:
         raise ModelFileError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     path = Path(run_or_model)
+    info = dataset_info_beside(path)
+    class_names = info.get("class_names", CLASS_NAMES)
     if path.suffix == ".tflite" and path.is_file():
-        return LiteRTClassifier(litert_interpreter(model_path=path), path, class_names_beside(path))
-    if path.suffix == ".onnx" and path.is_file():
-        return OnnxClassifier(path, class_names_beside(path))
-    if is_saved_model_dir(path):
-        return SavedModelClassifier(path, class_names_beside(path))
-    if path.suffix in EXPORTED_SUFFIXES:
+        classifier = LiteRTClassifier(litert_interpreter(model_path=path), path, class_names)
+    elif path.suffix == ".onnx" and path.is_file():
+        classifier = OnnxClassifier(path, class_names)
+    elif is_saved_model_dir(path):
+        classifier = SavedModelClassifier(path, class_names)
+    elif path.suffix in EXPORTED_SUFFIXES:
         raise ModelFileError(f"{path}: no such model file")
-    model_path = resolve_model_path(path)
-    return keras_classifier(load_model(model_path), model_path, class_names_for(model_path), backend)
+    else:
+        model_path = resolve_model_path(path)
+        info = dataset_info(model_path)
+        classifier = keras_classifier(load_model(model_path), model_path, class_names_for(model_path), backend)
+    classifier.image_format = info.get("image_format", "fashion-mnist")
+    return classifier

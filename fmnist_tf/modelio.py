@@ -38,11 +38,21 @@ def run_dir_of(model_path: Path) -> Path | None:
     return parent if (parent / "config.yaml").is_file() else None
 
 
-def class_names_for(model_path: Path):
+def dataset_info(model_path: Path) -> dict:
+    """The run's dataset.json (class names, data source, image format), or {} for a bare model file."""
     run_dir = run_dir_of(model_path)
     if run_dir is not None and (run_dir / "dataset.json").is_file():
-        return tuple(json.loads((run_dir / "dataset.json").read_text())["class_names"])
-    return CLASS_NAMES
+        return json.loads((run_dir / "dataset.json").read_text())
+    return {}
+
+
+def class_names_for(model_path: Path):
+    return tuple(dataset_info(model_path).get("class_names", CLASS_NAMES))
+
+
+def image_format_for(model_path: Path):
+    """How images must be prepared for this model (see fmnist_tf.data.sources)."""
+    return dataset_info(model_path).get("image_format", "fashion-mnist")
 
 
 def load_model(run_or_file):
@@ -55,3 +65,18 @@ def load_model(run_or_file):
     except Exception as exc:  # Keras raises many types for a bad file; the user needs one message
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(f"{path}: not a loadable Keras model ({detail[:200]})") from exc
+
+
+def run_config_value(model_path: Path, key, default):
+    """A key of the run's config.yaml, or `default` for a bare model file."""
+    import yaml
+
+    run_dir = run_dir_of(model_path)
+    if run_dir is None:
+        return default
+    return (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get(key, default)
+
+
+def is_embedding_model(model) -> bool:
+    """Embedding models end in an L2 normalisation instead of class probabilities."""
+    return type(model.layers[-1]).__name__ == "UnitNormalization"

@@ -2,16 +2,16 @@
 
 import numpy as np
 
+from fmnist_tf.data.sources import image_loader
 from fmnist_tf.inference import open_classifier
-from fmnist_tf.vision.preprocess import load_as_fashion_mnist
 
 
 def predict_images(run_or_model, image_paths, top=3, backend="keras"):
     """Returns one dict per image: path, class index and name, probability and the top-k.
     `run_or_model`: a run directory, .keras, .tflite, .onnx or SavedModel folder."""
     classifier = open_classifier(run_or_model, backend=backend)
-    size = classifier.input_size
-    batch = np.stack([load_as_fashion_mnist(path, size=size) for path in image_paths])
+    load = image_loader(classifier.image_format)  # as the model's training images were prepared
+    batch = np.stack([load(path, size=classifier.input_size) for path in image_paths])
     probabilities = classifier(batch.astype(np.float32) / 255.0)
     class_names = classifier.class_names
     results = []

@@ -51,3 +51,46 @@ def tiny_data(tmp_path_factory):
     """A folder in the official IDX layout (with MD5SUMS): 300 train and 100 test images."""
     folder = tmp_path_factory.mktemp("tiny-fmnist")
     return write_idx_dataset(folder, synthetic_items(300, seed=1), synthetic_items(100, seed=2))
+
+
+def write_item_png(path, image, colour=False):
+    """A Fashion-MNIST-sized item saved 2x larger, as a user's own photo would be."""
+    import cv2
+
+    big = cv2.resize(image, (56, 56), interpolation=cv2.INTER_NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(big, cv2.COLOR_GRAY2BGR) if colour else big)
+    return path
+
+
+def write_class_tree(root, class_names=("boots", "coats", "shirts"), per_class=16, seed=3, suffix=".png"):
+    """root/<class>/<n>.png: three learnable classes (synthetic_items' classes 0, 1, 2)."""
+    images, labels = synthetic_items(per_class * 10, seed=seed)
+    for index, name in enumerate(class_names):
+        for number, image in enumerate(images[labels == index][:per_class]):
+            write_item_png(root / name / f"{number}{suffix}", image, colour=number % 2 == 0)
+    return root
+
+
+TINY_WNIDS = {"n01443537": "goldfish, Carassius auratus", "n01629819": "European fire salamander",
+              "n02124075": "Egyptian cat"}
+
+
+def write_tiny_imagenet(root, per_class=16, val_per_class=4, seed=4):
+    """The Tiny ImageNet layout: train/<wnid>/images, val/images + val_annotations.txt, words.txt."""
+    images, labels = synthetic_items((per_class + val_per_class) * 10, seed=seed)
+    (root / "val" / "images").mkdir(parents=True)
+    annotations = []
+    for index, wnid in enumerate(TINY_WNIDS):
+        mine = images[labels == index]
+        for number, image in enumerate(mine[:per_class]):
+            write_item_png(root / "train" / wnid / "images" / f"{wnid}_{number}.JPEG", image, colour=True)
+        for number, image in enumerate(mine[per_class:per_class + val_per_class]):
+            name = f"val_{index * val_per_class + number}.JPEG"
+            write_item_png(root / "val" / "images" / name, image, colour=True)
+            annotations.append(f"{name}\t{wnid}\t0\t0\t27\t27")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(annotations) + "\n")
+    (root / "wnids.txt").write_text("\n".join(TINY_WNIDS) + "\n")
+    words = {**TINY_WNIDS, "n09999999": "not in this dataset"}
+    (root / "words.txt").write_text("".join(f"{wnid}\t{name}\n" for wnid, name in words.items()))
+    return root

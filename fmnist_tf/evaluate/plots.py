@@ -20,7 +20,7 @@ def save_confusion_matrix(y_true, y_pred, class_names, path):
     plt.close(fig)
 
 
-CURVES = ("loss", "accuracy", "precision", "recall", "f1")
+CURVES = ("loss", "accuracy", "knn_accuracy", "precision", "recall", "f1")
 
 
 def save_training_curves(history_rows, class_names, path):
@@ -30,11 +30,14 @@ def save_training_curves(history_rows, class_names, path):
     def column(name):
         return [float(row[name]) if row.get(name) not in (None, "") else np.nan for row in history_rows]
 
+    logged = [name for name in CURVES if any(row.get(key) for row in history_rows
+                                            for key in (name, f"val_{name}"))]
     fig, axes = plt.subplots(2, 4, figsize=(18, 8))
-    for ax, name in zip(axes.flat, CURVES):
-        ax.plot(epochs, column(name), marker="o", label="train")
-        ax.plot(epochs, column(f"val_{name}"), marker="o", label="validation")
-        ax.set_title(name if name in ("loss", "accuracy") else f"{name} (weighted)")
+    for ax, name in zip(axes.flat, logged[:5]):
+        for key, label in ((name, "train"), (f"val_{name}", "validation")):
+            if any(row.get(key) for row in history_rows):
+                ax.plot(epochs, column(key), marker="o", label=label)
+        ax.set_title(f"{name} (weighted)" if name in ("precision", "recall", "f1") else name)
         ax.set_xlabel("epoch")
         ax.legend()
     ax = axes.flat[5]
@@ -42,7 +45,8 @@ def save_training_curves(history_rows, class_names, path):
         ax.plot(epochs, column(f"val_acc_class{index}"), label=name)
     ax.set_title("validation accuracy per class")
     ax.set_xlabel("epoch")
-    ax.legend(fontsize=7)
+    if len(class_names) <= 20:  # a longer legend would hide the plot
+        ax.legend(fontsize=7)
     axes.flat[6].plot(epochs, column("learning_rate"), marker="o")
     axes.flat[6].set_yscale("log")
     axes.flat[6].set_title("learning rate")

@@ -5,13 +5,14 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
-from fmnist_tf.data.fashion_mnist import load_split
 from fmnist_tf.data.pipeline import to_model_input
+from fmnist_tf.data.sources import load_labelled_split
 from fmnist_tf.evaluate.plots import save_confusion_matrix, save_misclassified, save_training_curves
 from fmnist_tf.evaluate.scores import classification_scores
 from fmnist_tf.errors import FmnistError
 from fmnist_tf.fileio import atomic_write_json
-from fmnist_tf.modelio import class_names_for, load_model, resolve_model_path, run_dir_of
+from fmnist_tf.modelio import (class_names_for, is_embedding_model, load_model, resolve_model_path,
+                               run_config_value, run_dir_of)
 from fmnist_tf.train.callbacks import read_history
 from fmnist_tf.train.fit import recorded_source
 
@@ -47,31 +48,60 @@ def save_evaluation_cam_grid(model, images, labels, class_names, path):
 
 
 def evaluate(run_or_model, *, data=None, out=None, batch_size=256):
-    """Score a model on the test split (of the run's own data source unless `data` is given). Writes metrics.json and plots/ into the run directory
-    (or `out`, or `<model>-eval/` beside a bare model file). Returns the metrics dict."""
+    """Score a model on the test split (of the run's own data source unless `data` is given). Writes
+    metrics.json and plots/ into the run directory (or `out`, or `<model>-eval/` beside a bare model
+    file). An embedding model is scored by kNN against the training split's embeddings. Returns the
+    metrics dict."""
     model_path = resolve_model_path(run_or_model)
     run_dir = run_dir_of(model_path)
     out_dir = Path(out) if out else run_dir or model_path.with_name(f"{model_path.stem}-eval")
     class_names = class_names_for(model_path)
     model = load_model(model_path)
-    images, labels = load_split("test", data or (recorded_source(run_dir) if run_dir else None))
-    probabilities = model.predict(to_model_input(images), batch_size=batch_size, verbose=0)
-    predicted = probabilities.argmax(axis=1)
+    data = data or (recorded_source(run_dir) if run_dir else None)
+    test = load_labelled_split("test", data)
+    if len(test.class_names) != len(class_names):
+        raise FmnistError(f"the test data has {len(test.class_names)} classes, the model was trained on "
+                          f"{len(class_names)}; pass --data with the model's own dataset")
+    images, labels = test.images, test.labels
+    plots = out_dir / "plots"
+    if is_embedding_model(model):
+        k = int(run_config_value(model_path, "knn_k", 13))
+        gallery = load_labelled_split("train", data)
+        predicted, extra = knn_test_predictions(model, gallery, images, labels, k, batch_size,
+                                                class_names, plots / "tsne.png")
+        probabilities = None
+    else:
+        probabilities = model.predict(to_model_input(images), batch_size=batch_size, verbose=0)
+        predicted, extra = probabilities.argmax(axis=1), {}
     scores = classification_scores(labels, predicted, len(class_names))
     table = per_class_table(labels, predicted, class_names)
-    metrics = {"model": str(model_path), "test_size": int(len(labels)),
-               **{k: scores[k] for k in ("accuracy", "precision", "recall", "f1")}, "per_class": table}
-    print(f"{model_path}: test accuracy {scores['accuracy']:.4f}, weighted precision "
+    metrics = {"model": str(model_path), "test_size": int(len(labels)), **extra,
+               **{key: scores[key] for key in ("accuracy", "precision", "recall", "f1")}, "per_class": table}
+    how = f"kNN (k={extra['knn_k']}) " if extra else ""
+    print(f"{model_path}: test {how}accuracy {scores['accuracy']:.4f}, weighted precision "
           f"{scores['precision']:.4f}, recall {scores['recall']:.4f}, F1 {scores['f1']:.4f}")
     print(format_report(scores, table))
 
-    plots = out_dir / "plots"
     save_confusion_matrix(labels, predicted, class_names, plots / "confusion_matrix.png")
-    save_misclassified(images, labels, probabilities, class_names, plots / "misclassified.png")
+    if probabilities is not None:
+        save_misclassified(images, labels, probabilities, class_names, plots / "misclassified.png")
     history = read_history(run_dir / "history.csv") if run_dir else []
     if history:
         save_training_curves(history, class_names, plots / "training_curves.png")
     atomic_write_json(out_dir / "metrics.json", metrics)
-    save_evaluation_cam_grid(model, images, labels, class_names, plots / "cam_grid.png")  # last: optional
+    if probabilities is not None:
+        save_evaluation_cam_grid(model, images, labels, class_names, plots / "cam_grid.png")  # last: optional
     print(f"saved {out_dir / 'metrics.json'} and plots in {plots}")
     return metrics
+
+
+def knn_test_predictions(model, gallery, images, labels, k, batch_size, class_names, tsne_path):
+    """kNN class predictions for the test images against the training split's embeddings, plus the
+    t-SNE plot of the test embeddings. Returns (predictions, extra metrics)."""
+    from fmnist_tf.evaluate.embedding import knn_predict, save_tsne_plot
+
+    gallery_embeddings = model.predict(to_model_input(gallery.images), batch_size=batch_size, verbose=0)
+    test_embeddings = model.predict(to_model_input(images), batch_size=batch_size, verbose=0)
+    predicted = knn_predict(gallery_embeddings, gallery.labels, test_embeddings, k=k)
+    save_tsne_plot(test_embeddings, labels, class_names, tsne_path)
+    return predicted, {"knn_k": k, "gallery_size": int(len(gallery.labels))}

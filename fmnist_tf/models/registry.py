@@ -17,16 +17,22 @@ from fmnist_tf.errors import ConfigError
 
 _BUILDERS = {}
 _TASKS = {}
-_FAMILIES = ("fmnist_tf.models.cnn", "fmnist_tf.models.vgg", "fmnist_tf.models.efficientnet", "yolo.model")
+_FAMILIES = ("fmnist_tf.models.cnn", "fmnist_tf.models.vgg", "fmnist_tf.models.efficientnet",
+             "fmnist_tf.models.embedding", "fmnist_tf.models.transfer", "yolo.model")
 # builder options beyond width and dropout, with the value that means "not set"
-OPTIONAL_SETTINGS = {"input_size": 0, "weights": "", "backend": "keras"}
-TASKS = ("classify", "detect")
+OPTIONAL_SETTINGS = {"input_size": 0, "weights": "", "backend": "keras", "base": "", "freeze": True,
+                     "head_units": 0, "embedding_size": 128}
+TASKS = ("classify", "detect", "embed")
 
 
 def register(name, task="classify"):
     """Decorator: make a builder available as `model: NAME` in configs. `task` picks the training
-    path: "classify" builders grow a network on an image tensor (see above), "detect" builders
-    return a whole detector model."""
+    path: "classify" builders grow a network on an image tensor (see above) and end in class
+    probabilities, "embed" builders the same but end in an L2-normalised embedding (trained with the
+    triplet loss), "detect" builders return a whole detector model."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
     def add(builder):
         if name in _BUILDERS:
             raise ValueError(f"model name '{name}' registered twice")

@@ -1,10 +1,11 @@
 """One `train()` for every task: data -> pipeline -> registry model -> `model.fit` -> run dir.
 
 Run directory: config.yaml, dataset.json, history.csv, best.keras (best validation weighted F1 for
-classifiers, mAP@0.5 for detectors), last.keras, tensorboard/, and backup/ (removed when the run
-completes) for `--resume`.
+classifiers, kNN accuracy for embeddings, mAP@0.5 for detectors), last.keras, tensorboard/, and
+backup/ (removed when the run completes) for `--resume`.
 """
 
+import dataclasses
 import json
 import math
 import shutil
@@ -16,9 +17,9 @@ import keras
 import numpy as np
 
 from fmnist_tf.config import TrainConfig, config_to_yaml, make_config, read_yaml_mapping
-from fmnist_tf.data.fashion_mnist import CLASS_NAMES, load_split, resolve_source
 from fmnist_tf.data.pipeline import augmentation_layers, make_dataset, split_train_val, standardization_stats
-from fmnist_tf.errors import FmnistError
+from fmnist_tf.data.sources import describe_source, load_labelled_split
+from fmnist_tf.errors import ConfigError, FmnistError
 from fmnist_tf.fileio import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from fmnist_tf.models import create_model
 from fmnist_tf.models.registry import OPTIONAL_SETTINGS
@@ -64,7 +65,7 @@ def model_settings(config: TrainConfig, resuming=False):
     """The config's builder options (see `fmnist_tf.models.registry.OPTIONAL_SETTINGS`). A resumed run
     gets its weights from the backup, so the starting weights file need not exist any more."""
     settings = {key: getattr(config, key) for key in OPTIONAL_SETTINGS}
-    if resuming:
+    if resuming and not Path(config.weights).is_file():
         settings["weights"] = OPTIONAL_SETTINGS["weights"]
     return settings
 
@@ -75,6 +76,36 @@ def compile_classifier(model, config: TrainConfig, steps_per_epoch, num_classes)
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"] + [WeightedScore(score, num_classes) for score in WeightedScore.SCORES],
     )
+
+
+def compile_for_task(model, config: TrainConfig, task, steps_per_epoch, num_classes):
+    if task == "embed":
+        from fmnist_tf.train.triplet import TripletSemiHardLoss
+
+        model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=TripletSemiHardLoss(config.margin))
+    else:
+        compile_classifier(model, config, steps_per_epoch, num_classes)
+
+
+def total_epochs(config: TrainConfig):
+    return config.epochs + config.fine_tune_epochs
+
+
+def training_stages(config: TrainConfig):
+    """[(stage config, first epoch, end epoch, unfreeze the backbone)]: `epochs` as configured, then
+    `fine_tune_epochs` with every layer trainable at a constant fine_tune_learning_rate."""
+    stages = [(config, 0, config.epochs, False)]
+    if config.fine_tune_epochs:
+        tuned = dataclasses.replace(config, learning_rate=config.fine_tune_learning_rate, schedule="constant",
+                                    warmup_epochs=0, epochs=total_epochs(config))
+        stages.append((tuned, config.epochs, total_epochs(config), True))
+    return stages
+
+
+def parameter_counts(model):
+    """(trainable, frozen) parameter counts; frozen includes BatchNorm's moving statistics."""
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    return trainable, model.count_params() - trainable
 
 
 def choose_run_dir(config: TrainConfig, out=None, root="runs") -> Path:
@@ -113,11 +144,11 @@ def resume_point(run_dir, config):
     """(initial epoch, backup weights or None) for `--resume`."""
     epochs_done, backup = latest_backup(Path(run_dir) / "backup")
     if backup is None:
-        if len(read_history(Path(run_dir) / "history.csv")) >= config.epochs:
-            raise FmnistError(f"{run_dir} already finished its {config.epochs} epochs; "
+        if len(read_history(Path(run_dir) / "history.csv")) >= total_epochs(config):
+            raise FmnistError(f"{run_dir} already finished its {total_epochs(config)} epochs; "
                               f"start a new run to train longer")
         return 0, None  # died before its first backup: start over
-    if epochs_done >= config.epochs:
+    if epochs_done >= total_epochs(config):
         raise FmnistError(f"{run_dir} has done {epochs_done} epochs; pass --epochs above that to continue")
     return epochs_done, backup
 
@@ -163,9 +194,13 @@ def run_callbacks(run_dir, config: TrainConfig, validation, monitor, initial_epo
 
 
 def fit_run(model, train_ds, config: TrainConfig, run_dir, callbacks, initial_epoch=0, verbose=None):
-    model.fit(train_ds, epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,
-              verbose=_progress_verbosity() if verbose is None else verbose)
+    fit_stage(model, train_ds, config.epochs, initial_epoch, callbacks, verbose)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
+
+
+def fit_stage(model, train_ds, end_epoch, initial_epoch, callbacks, verbose=None):
+    model.fit(train_ds, epochs=end_epoch, initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,
+              verbose=_progress_verbosity() if verbose is None else verbose)
 
 
 def train(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None, callbacks=()) -> Path:
@@ -175,6 +210,8 @@ def train(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None
 
     if resume:
         data = data or recorded_source(resume)
+    if config.base and Path(config.base).exists():  # a run or model file: the saved config must find it from anywhere
+        config = dataclasses.replace(config, base=str(Path(config.base).resolve()))
     if model_task(config.model) == "detect":
         from yolo.train import train_detector
 
@@ -182,36 +219,72 @@ def train(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None
     return train_classifier(config, data=data, out=out, resume=resume, verbose=verbose, callbacks=callbacks)
 
 
+def validation_for_task(task, config: TrainConfig, train_split, val_split, num_classes, loss_fn):
+    """(validation callback, the log key that picks best.keras)."""
+    (x_train, y_train), (x_val, y_val) = train_split, val_split
+    val_ds = make_dataset(x_val, y_val, num_classes, config.batch_size)
+    if task == "embed":
+        from fmnist_tf.train.knn import KnnValidation
+
+        gallery_ds = make_dataset(x_train, y_train, num_classes, max(config.batch_size, 512))
+        return KnnValidation(gallery_ds, y_train, val_ds, y_val, k=config.knn_k, margin=config.margin), \
+            "val_knn_accuracy"
+    return ValidationReport(val_ds, y_val, loss_fn, num_classes), "val_f1"
+
+
 def train_classifier(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None, callbacks=()) -> Path:
-    """Train `config.model` on Fashion-MNIST; returns the run directory."""
+    """Train a classifier or embedding (`config.model`) on Fashion-MNIST or an image folder; returns
+    the run directory. Transfer runs with fine_tune_epochs train in two stages (see training_stages)."""
+    from fmnist_tf.models.registry import model_task
+    from fmnist_tf.models.transfer import BACKBONE
+
+    task = model_task(config.model)
     run_dir, initial_epoch, backup_path = open_run(config, out, resume)
     keras.utils.set_random_seed(config.seed)
-    images, labels = load_split("train", data)
-    (x_train, y_train), (x_val, y_val) = split_train_val(images, labels, config.val_fraction, config.seed)
+    dataset = load_labelled_split("train", data)
+    train_split, val_split = split_train_val(dataset.images, dataset.labels, config.val_fraction, config.seed)
+    (x_train, y_train), (x_val, y_val) = train_split, val_split
     mean, variance = standardization_stats(x_train)
-    num_classes = len(CLASS_NAMES)
+    num_classes = len(dataset.class_names)
     train_ds = make_dataset(x_train, y_train, num_classes, config.batch_size, training=True,
                             augment=augmentation_layers(config, config.seed), seed=config.seed)
-    val_ds = make_dataset(x_val, y_val, num_classes, config.batch_size)
     steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
 
     model = create_model(config.model, num_classes=num_classes, mean=mean, variance=variance,
                          width=config.width, dropout=config.dropout,
                          **model_settings(config, resuming=backup_path is not None))
-    compile_classifier(model, config, steps_per_epoch, num_classes)
-    restore_backup(model, backup_path, run_dir, initial_epoch)
-    print(f"model {config.model}: {model.count_params():,} parameters; "
-          f"{len(y_train):,} training / {len(y_val):,} validation images; run directory {run_dir}")
+    has_backbone = BACKBONE in {layer.name for layer in model.layers}
+    if config.fine_tune_epochs and not has_backbone:
+        raise ConfigError(f"fine_tune_epochs needs a backbone to unfreeze; model '{config.model}' has none "
+                          f"(use the transfer config)")
+    trainable, frozen = parameter_counts(model)
+    print(f"model {config.model}: {trainable + frozen:,} parameters ({trainable:,} trainable, {frozen:,} frozen); "
+          f"{len(y_train):,} training / {len(y_val):,} validation images in {num_classes} classes; "
+          f"run directory {run_dir}")
 
     # Everything that can fail on bad settings has run: only now does the run directory get files.
-    source = resolve_source(data)
     atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
     atomic_write_json(run_dir / "dataset.json", {
-        "source": str(source.resolve()) if source else "keras download", "class_names": list(CLASS_NAMES),
+        **describe_source(data), "class_names": list(dataset.class_names),
         "train_size": len(y_train), "val_size": len(y_val), "mean": mean, "variance": variance,
         "val_fraction": config.val_fraction, "seed": config.seed})
 
-    validation = ValidationReport(val_ds, y_val, model.loss, num_classes)
-    callbacks = [*callbacks, *run_callbacks(run_dir, config, validation, "val_f1", initial_epoch, backup_path)]
-    fit_run(model, train_ds, config, run_dir, callbacks, initial_epoch, verbose)
+    for stage_config, first_epoch, end_epoch, unfreeze in training_stages(config):
+        if end_epoch <= initial_epoch:
+            continue
+        if unfreeze:
+            model.get_layer(BACKBONE).trainable = True
+            trainable, frozen = parameter_counts(model)
+            print(f"stage 2 (epochs {first_epoch + 1}-{end_epoch}): backbone unfrozen, {trainable:,} trainable "
+                  f"parameters, learning rate {stage_config.learning_rate:g}")
+        compile_for_task(model, stage_config, task, steps_per_epoch, num_classes)
+        start = max(first_epoch, initial_epoch)  # the first stage to run starts at initial_epoch
+        restore_backup(model, backup_path, run_dir, start)
+        validation, monitor = validation_for_task(task, stage_config, train_split, val_split, num_classes,
+                                                  model.loss)
+        stage_callbacks = [*callbacks, *run_callbacks(run_dir, stage_config, validation, monitor, start,
+                                                      backup_path)]
+        backup_path = None  # a later stage continues from this one's weights
+        fit_stage(model, train_ds, end_epoch, start, stage_callbacks, verbose)
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
     return run_dir
