@@ -51,8 +51,9 @@ def _add_config_overrides(parser):
 
     group = parser.add_argument_group("config overrides (any key of the YAML file; see configs/)")
     for name, f in FIELDS.items():
+        switch = {"nargs": "?", "const": "true"} if f.type is bool else {}  # `--augment` alone means true
         group.add_argument(f"--{name.replace('_', '-')}", dest=f"set_{name}", metavar="V",
-                           help=f"{f.metadata['help']} ({describe_key(f)})")
+                           help=f"{f.metadata['help']} ({describe_key(f)})", **switch)
 
 
 def build_parser():

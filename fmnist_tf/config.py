@@ -77,6 +77,21 @@ class TrainConfig:
                                    "kmeans (6 clusters of the training boxes), or 'w,h w,h ...' in input pixels")
     ignore_threshold: float = _key(0.7, "detector: no-object predictions overlapping a true box above "
                                         "this IoU are not penalised", low=0.0, high=1.0)
+    strategy: str = _key("auto", "tf.distribute strategy: auto (mirrored when there are several GPUs), "
+                                 "default (one device), mirrored (all GPUs, or --devices N logical CPUs), "
+                                 "multiworker (several machines, from TF_CONFIG; see the README)",
+                         choices=("auto", "default", "mirrored", "multiworker"))
+    devices: int = _key(0, "devices for the mirrored strategy (0: every GPU; on a CPU, split it into N logical "
+                           "devices)", low=0)
+    multiworker_fit: bool = _key(False, "multiworker: train with model.fit instead of our distributed step; "
+                                        "Keras 3's fit is broken under MultiWorkerMirroredStrategy "
+                                        "(keras-team/keras#20585), switch this on once it is fixed")
+    scale_learning_rate: bool = _key(False, "multiply the learning rate by the number of replicas (batch_size is "
+                                            "always the global batch)")
+    mixed_precision: bool = _key(False, "mixed precision: float16 compute on a GPU (with loss scaling), "
+                                        "bfloat16 on a CPU; outputs and loss stay float32")
+    jit_compile: bool = _key(False, "compile the training step with XLA (off: Keras' choice, which is XLA on "
+                                    "a single GPU and none on a CPU)")
     val_fraction: float = _key(0.1, "stratified validation hold-out from the training set", low=0.01, high=0.5)
     seed: int = _key(42, "random seed for the split, shuffling, augmentation and weights", low=0)
 

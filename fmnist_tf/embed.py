@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist_tf.data.folders import IMAGE_SUFFIXES
+from fmnist_tf.data.folders import IMAGE_SUFFIXES, is_image_file
 from fmnist_tf.data.pipeline import to_model_input
 from fmnist_tf.data.sources import image_loader
 from fmnist_tf.errors import DataError, ModelFileError
@@ -16,9 +16,9 @@ def gallery_images(folder):
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"--gallery {folder}: no such folder")
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = sorted(p for p in folder.rglob("*") if is_image_file(p) and p.is_file())
     if not paths:
-        raise DataError(f"--gallery {folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it")
+        raise DataError(f"--gallery {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it")
     return paths
 
 

@@ -109,7 +109,7 @@ def test_without_data_float_uses_random_images_and_int8_refuses(tiny_run, tmp_pa
     def no_data(split, data=None):
         raise DataError("no Fashion-MNIST here")
 
-    monkeypatch.setattr("fmnist_tf.data.fashion_mnist.load_split", no_data)
+    monkeypatch.setattr("fmnist_tf.data.sources.load_split", no_data)
     result = export_model(tiny_run / "best.keras", "tflite", out=tmp_path / "m.tflite", sample_size=16)
     assert result["sample"] == "random" and result["sample_size"] == 16 and result["max_abs_diff"] <= 1e-4
     assert "random images" in format_export_report(result)

@@ -11,7 +11,7 @@ def test_registry_lists_both_cnns():
     assert {"baseline", "deep"} <= set(model_names())
 
 
-@pytest.mark.parametrize("name", ["baseline", "deep"])
+@pytest.mark.parametrize("name", ["baseline", "deep", "alexnet"])
 def test_builders_output_probabilities(name):
     model = create_model(name, width=0.25)
     out = np.asarray(model(np.random.rand(3, 28, 28, 1).astype("float32"), training=False))

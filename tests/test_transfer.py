@@ -123,6 +123,23 @@ def test_keras_applications_base_with_local_weights(class_tree, tmp_path, capsys
     assert all(np.array_equal(a, b) for a, b in zip(application.get_weights(), inner.get_weights()))
 
 
+def test_our_alexnet_builder_as_a_base_with_its_weights_file(class_tree, tmp_path, capsys):
+    from fmnist_tf.models import create_model
+
+    source = create_model("alexnet", width=0.125)
+    weights = tmp_path / "alexnet.weights.h5"
+    source.save_weights(weights)
+    code, out, err = run_cli(["train", "-c", "transfer", "--base", "alexnet", "--width", "0.125", "--weights",
+                              weights, "--data", class_tree, "--out", tmp_path / "a", "--epochs", "1",
+                              "--batch-size", "16"], capsys)
+    assert code == 0, err
+    trained = keras.models.load_model(tmp_path / "a" / "last.keras", safe_mode=True, compile=False)
+    head_input = source.get_layer("predictions").input  # the backbone ends where the head starts
+    expected = keras.Model(source.get_layer("standardize").output, head_input).get_weights()
+    after = trained.get_layer(BACKBONE).get_weights()
+    assert len(after) == len(expected) == 14 and all(np.array_equal(a, b) for a, b in zip(expected, after))
+
+
 @pytest.mark.parametrize("name, expected", [("VGG16", (57.6, 0.0)), ("ResNet50", (57.6, 0.0)),
                                             ("ResNet50V2", (1.0, 0.0)), ("EfficientNetB0", (57.6, 114.5)),
                                             ("MobileNetV2", (1.0, 0.0))])

@@ -16,7 +16,7 @@ from fmnist_tf.config import TrainConfig, config_to_yaml
 from fmnist_tf.errors import ConfigError, DataError
 from fmnist_tf.fileio import atomic_write_json, atomic_write_text
 from fmnist_tf.models.registry import builder_options
-from fmnist_tf.train.fit import fit_run, make_optimizer, open_run, restore_backup, run_callbacks
+from fmnist_tf.train.fit import fit_run, jit_setting, make_optimizer, open_run, restore_backup, run_callbacks
 from yolo.annotations import read_annotations
 from yolo.boxes import DEFAULT_ANCHORS, DEFAULT_MASKS, check_input_size, kmeans_anchors, scale_anchors
 from yolo.coco_eval import coco_map, detections_from_arrays
@@ -167,7 +167,8 @@ def train_detector(config: TrainConfig, *, data=None, out=None, resume=None, ver
 
     model = tiny_yolov3(size, classes, len(masks[0]), width=config.width)
     loss = YoloLoss(size, classes, anchors, masks, ignore_threshold=config.ignore_threshold)
-    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss.head_losses())
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss.head_losses(),
+                  jit_compile=jit_setting(config))
     restore_backup(model, backup_path, run_dir, initial_epoch)
     print(f"model {config.model}: {model.count_params():,} parameters, input {size}x{size}; "
           f"{train_images:,} training / {len(image_ids):,} validation canvases; run directory {run_dir}")

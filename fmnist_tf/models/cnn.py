@@ -67,3 +67,23 @@ def deep_cnn(x, num_classes, *, width=1.0, dropout=0.4):
     x = layers.ReLU(name="fc1_relu")(x)
     x = layers.Dropout(dropout, name="fc1_dropout")(x)
     return classifier(x, num_classes)
+
+
+# AlexNet's five convs (11x11/4, 5x5, then three 3x3) and two wide FC layers, scaled to 28x28 items:
+# (filters, kernel, max-pool after). The reference transfer system started from AlexNet.
+ALEXNET_CONVS = ((64, 5, True), (128, 5, True), (192, 3, False), (128, 3, False), (128, 3, True))
+
+
+@register("alexnet")
+def alexnet_like(x, num_classes, *, width=1.0, dropout=0.5):
+    """AlexNet-like, without BatchNorm as the original: Conv-ReLU layers with max-pools at 28, 14 and
+    7 px, then two Dense 1024-ReLU-Dropout layers (3.04 M params, 145 MFLOP per image at width 1)."""
+    for index, (base, kernel, pool) in enumerate(ALEXNET_CONVS, start=1):
+        x = layers.Conv2D(channels(base, width), kernel, padding="same", activation="relu", name=f"conv{index}")(x)
+        if pool:
+            x = layers.MaxPooling2D(2, name=f"conv{index}_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    for index in (1, 2):
+        x = layers.Dense(channels(1024, width), activation="relu", name=f"fc{index}")(x)
+        x = layers.Dropout(dropout, name=f"fc{index}_dropout")(x)
+    return classifier(x, num_classes)

@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from fmnist_tf.errors import ConfigError, FmnistError, ModelFileError
+from fmnist_tf.errors import ConfigError, FmnistError, ModelFileError, first_line
 from fmnist_tf.models.cnn import classifier, resize_input
 from fmnist_tf.models.registry import register
 
@@ -56,21 +56,38 @@ def _feature_tensor(model):
                          "layer and no global pooling)")
 
 
+def cut_backbone(model, source):
+    """`model` between its standardisation layer and its class head, as a nested model."""
+    if "standardize" not in {layer.name for layer in model.layers}:
+        raise ModelFileError(f"{source}: not a fmnist-tf classifier or embedding (no 'standardize' layer)")
+    return keras.Model(model.get_layer("standardize").output, _feature_tensor(model), name=BACKBONE)
+
+
 def backbone_from_saved_model(path):
     """The backbone of one of our saved models (a run directory or .keras file)."""
     from fmnist_tf.modelio import load_model
 
-    model = load_model(path)
-    if "standardize" not in {layer.name for layer in model.layers}:
-        raise ModelFileError(f"{path}: not a fmnist-tf classifier or embedding (no 'standardize' layer)")
-    return keras.Model(model.get_layer("standardize").output, _feature_tensor(model), name=BACKBONE)
+    return cut_backbone(load_model(path), path)
+
+
+def backbone_from_builder(name, width, weights):
+    """The backbone of one of our registered classifiers (e.g. alexnet), built afresh at `width`;
+    `weights`: a .weights.h5 saved from the same 10-class model, else random weights."""
+    from fmnist_tf.models.registry import create_model
+
+    model = create_model(name, width=width)
+    if weights:
+        try:
+            model.load_weights(weights)
+        except Exception as exc:  # Keras raises several types for a file of another model
+            raise ConfigError(f"base {name}: cannot load {weights} into it ({first_line(exc)}); it must be "
+                              f"a .weights.h5 of a 10-class {name} at width {width}") from exc
+    return cut_backbone(model, name)
 
 
 def backbone_from_application(name, input_size, weights):
     """keras.applications `name` without its top, global-average pooled, on grey 28x28 images
     upscaled to `input_size` and repeated to RGB. `weights`: a local file, else ImageNet's (a download)."""
-    if weights and not Path(weights).is_file():
-        raise ConfigError(f"weights file {weights} does not exist")
     inputs = keras.Input((28, 28, 1), name="standardized")
     x = resize_input(inputs, input_size or 32)
     x = layers.Concatenate(name="grey_to_rgb")([x, x, x])
@@ -87,17 +104,27 @@ def backbone_from_application(name, input_size, weights):
     return keras.Model(inputs, application(x), name=BACKBONE)
 
 
-def open_backbone(base, input_size=0, weights=""):
+def open_backbone(base, input_size=0, weights="", width=1.0):
+    """A saved model (path), one of our registered classifiers (name) or a keras.applications model."""
+    from fmnist_tf.models.registry import model_names, model_task
+
     if not base:
         raise ConfigError("transfer needs a starting model: --from RUN_DIR_OR_MODEL (one of our runs or a "
-                          ".keras file) or --base NAME (a keras.applications model such as MobileNetV2)")
+                          ".keras file) or --base NAME (one of our classifiers such as alexnet, or a "
+                          "keras.applications model such as MobileNetV2)")
+    if weights and not Path(weights).is_file():
+        raise ConfigError(f"weights file {weights} does not exist")
     if Path(base).exists() or base.endswith(".keras"):
         if weights or input_size:
-            raise ConfigError("--weights and --input-size apply to a keras.applications base, not to a saved model")
+            raise ConfigError("--weights and --input-size apply to a named base, not to a saved model")
         return backbone_from_saved_model(base)
+    ours = [name for name in model_names() if model_task(name) == "classify" and name != "transfer"]
+    if base in ours:
+        return backbone_from_builder(base, width, weights)
     if base not in application_names():
-        raise ConfigError(f"base '{base}' is neither a run directory, a .keras file nor a keras.applications "
-                          f"model (e.g. {', '.join(application_names()[:6])}, ...)")
+        raise ConfigError(f"base '{base}' is neither a run directory, a .keras file, one of our classifiers "
+                          f"({', '.join(ours)}) nor a keras.applications model "
+                          f"(e.g. {', '.join(application_names()[:6])}, ...)")
     return backbone_from_application(base, input_size, weights)
 
 
@@ -116,7 +143,8 @@ def transfer_classifier(x, num_classes, *, width=1.0, dropout=0.5, base="", free
                         input_size=0, weights=""):
     """A new head for `num_classes` on the backbone of `base`; `freeze` keeps the backbone's weights
     fixed. The backbone always runs in inference mode (BatchNorm statistics stay those it learned),
-    also when a second stage unfreezes it, as Keras' fine-tuning guide advises. `width` is unused."""
-    backbone = open_backbone(base, input_size, weights)
+    also when a second stage unfreezes it, as Keras' fine-tuning guide advises. `width` applies to a
+    base built from our registry."""
+    backbone = open_backbone(base, input_size, weights, width)
     backbone.trainable = not freeze
     return class_head(backbone(x, training=False), num_classes, dropout, head_units)

@@ -28,16 +28,24 @@ from fmnist_tf.train.callbacks import (Backup, BestCheckpoint, EpochTimer, Histo
 from fmnist_tf.train.metrics import WeightedScore
 
 
+def peak_learning_rate(config: TrainConfig):
+    """The configured rate, times the replicas of the strategy in scope with `scale_learning_rate`."""
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync if config.scale_learning_rate else 1
+    return config.learning_rate * replicas
+
+
 def learning_rate(config: TrainConfig, steps_per_epoch):
     """A float for schedules driven by callbacks; a per-step schedule for cosine."""
+    peak = peak_learning_rate(config)
     if config.schedule != "cosine":
-        return config.learning_rate
+        return peak
     warmup = config.warmup_epochs * steps_per_epoch
     decay = max(1, (config.epochs - config.warmup_epochs) * steps_per_epoch)
     if warmup == 0:
-        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay)
-    return keras.optimizers.schedules.CosineDecay(config.learning_rate / 100, decay,
-                                                  warmup_target=config.learning_rate, warmup_steps=warmup)
+        return keras.optimizers.schedules.CosineDecay(peak, decay)
+    return keras.optimizers.schedules.CosineDecay(peak / 100, decay, warmup_target=peak, warmup_steps=warmup)
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch):
@@ -56,8 +64,9 @@ def schedule_callbacks(config: TrainConfig):
             monitor="val_loss", factor=config.plateau_factor, patience=config.plateau_patience,
             cooldown=config.plateau_cooldown, min_lr=config.min_learning_rate, verbose=1)]
     if config.schedule == "step":
+        peak = peak_learning_rate(config)  # now: the strategy is in scope here, not when epochs end
         return [keras.callbacks.LearningRateScheduler(
-            lambda epoch: config.learning_rate * config.step_factor ** (epoch // config.step_every))]
+            lambda epoch: peak * config.step_factor ** (epoch // config.step_every))]
     return []
 
 
@@ -70,11 +79,16 @@ def model_settings(config: TrainConfig, resuming=False):
     return settings
 
 
+def jit_setting(config: TrainConfig):
+    return True if config.jit_compile else "auto"
+
+
 def compile_classifier(model, config: TrainConfig, steps_per_epoch, num_classes):
     model.compile(
         optimizer=make_optimizer(config, steps_per_epoch),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"] + [WeightedScore(score, num_classes) for score in WeightedScore.SCORES],
+        jit_compile=jit_setting(config),
     )
 
 
@@ -82,7 +96,8 @@ def compile_for_task(model, config: TrainConfig, task, steps_per_epoch, num_clas
     if task == "embed":
         from fmnist_tf.train.triplet import TripletSemiHardLoss
 
-        model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=TripletSemiHardLoss(config.margin))
+        model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=TripletSemiHardLoss(config.margin),
+                      jit_compile=jit_setting(config))
     else:
         compile_classifier(model, config, steps_per_epoch, num_classes)
 
@@ -198,9 +213,17 @@ def fit_run(model, train_ds, config: TrainConfig, run_dir, callbacks, initial_ep
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
 
 
-def fit_stage(model, train_ds, end_epoch, initial_epoch, callbacks, verbose=None):
+def fit_stage(model, train_ds, end_epoch, initial_epoch, callbacks, verbose=None, strategy=None, use_fit=True):
+    """`model.fit`, or under MultiWorkerMirroredStrategy (unless `use_fit`) our distributed loop, which
+    drives the same callbacks."""
+    verbose = _progress_verbosity() if verbose is None else verbose
+    if not use_fit:
+        from fmnist_tf.train.multiworker import distributed_fit
+
+        distributed_fit(model, train_ds, strategy, end_epoch, initial_epoch, callbacks, verbose)
+        return
     model.fit(train_ds, epochs=end_epoch, initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,
-              verbose=_progress_verbosity() if verbose is None else verbose)
+              verbose=verbose)
 
 
 def train(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None, callbacks=()) -> Path:
@@ -208,6 +231,10 @@ def train(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None
     extra Keras callbacks, run before the ones that write the run directory."""
     from fmnist_tf.models.registry import model_task
 
+    if config.strategy == "multiworker":
+        from fmnist_tf.train.multiworker import require_shared_run_dir
+
+        require_shared_run_dir(out, resume)  # before the cluster forms
     if resume:
         data = data or recorded_source(resume)
     if config.base and Path(config.base).exists():  # a run or model file: the saved config must find it from anywhere
@@ -215,8 +242,15 @@ def train(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None
     if model_task(config.model) == "detect":
         from yolo.train import train_detector
 
+        if config.strategy == "mirrored" or config.mixed_precision:
+            raise ConfigError("tinyyolov3 trains on one device in float32 for now; drop --strategy mirrored "
+                              "and --mixed-precision")
         return train_detector(config, data=data, out=out, resume=resume, verbose=verbose, callbacks=callbacks)
-    return train_classifier(config, data=data, out=out, resume=resume, verbose=verbose, callbacks=callbacks)
+    from fmnist_tf.train.distribute import training_context
+
+    with training_context(config) as strategy:
+        return train_classifier(config, data=data, out=out, resume=resume, verbose=verbose, callbacks=callbacks,
+                                strategy=strategy)
 
 
 def validation_for_task(task, config: TrainConfig, train_split, val_split, num_classes, loss_fn):
@@ -232,27 +266,41 @@ def validation_for_task(task, config: TrainConfig, train_split, val_split, num_c
     return ValidationReport(val_ds, y_val, loss_fn, num_classes), "val_f1"
 
 
-def train_classifier(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None, callbacks=()) -> Path:
+def train_classifier(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None, callbacks=(),
+                     strategy=None) -> Path:
     """Train a classifier or embedding (`config.model`) on Fashion-MNIST or an image folder; returns
-    the run directory. Transfer runs with fine_tune_epochs train in two stages (see training_stages)."""
+    the run directory. Transfer runs with fine_tune_epochs train in two stages (see training_stages).
+    The model is built, compiled and restored inside `strategy`'s scope (see train.distribute)."""
+    import tensorflow as tf
+
     from fmnist_tf.models.registry import model_task
     from fmnist_tf.models.transfer import BACKBONE
+    from fmnist_tf.train.distribute import describe, is_multiworker, synchronize_batchnorm
 
+    strategy = strategy or tf.distribute.get_strategy()
     task = model_task(config.model)
-    run_dir, initial_epoch, backup_path = open_run(config, out, resume)
+    if is_multiworker(strategy):
+        from fmnist_tf.train.multiworker import open_worker_run
+
+        # only the chief writes the run directory; the others write to a scratch folder
+        run_dir, initial_epoch, backup_path = open_worker_run(strategy, config, out, resume)
+    else:
+        run_dir, initial_epoch, backup_path = open_run(config, out, resume)
     keras.utils.set_random_seed(config.seed)
     dataset = load_labelled_split("train", data)
     train_split, val_split = split_train_val(dataset.images, dataset.labels, config.val_fraction, config.seed)
-    (x_train, y_train), (x_val, y_val) = train_split, val_split
+    (x_train, y_train), (_, y_val) = train_split, val_split
     mean, variance = standardization_stats(x_train)
     num_classes = len(dataset.class_names)
     train_ds = make_dataset(x_train, y_train, num_classes, config.batch_size, training=True,
                             augment=augmentation_layers(config, config.seed), seed=config.seed)
     steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
 
-    model = create_model(config.model, num_classes=num_classes, mean=mean, variance=variance,
-                         width=config.width, dropout=config.dropout,
-                         **model_settings(config, resuming=backup_path is not None))
+    with strategy.scope():
+        model = create_model(config.model, num_classes=num_classes, mean=mean, variance=variance,
+                             width=config.width, dropout=config.dropout,
+                             **model_settings(config, resuming=backup_path is not None))
+    synchronize_batchnorm(model, strategy)
     has_backbone = BACKBONE in {layer.name for layer in model.layers}
     if config.fine_tune_epochs and not has_backbone:
         raise ConfigError(f"fine_tune_epochs needs a backbone to unfreeze; model '{config.model}' has none "
@@ -261,6 +309,8 @@ def train_classifier(config: TrainConfig, *, data=None, out=None, resume=None, v
     print(f"model {config.model}: {trainable + frozen:,} parameters ({trainable:,} trainable, {frozen:,} frozen); "
           f"{len(y_train):,} training / {len(y_val):,} validation images in {num_classes} classes; "
           f"run directory {run_dir}")
+    print(f"training on {describe(strategy, config)}")
+    use_fit = not is_multiworker(strategy) or config.multiworker_fit
 
     # Everything that can fail on bad settings has run: only now does the run directory get files.
     atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
@@ -277,14 +327,15 @@ def train_classifier(config: TrainConfig, *, data=None, out=None, resume=None, v
             trainable, frozen = parameter_counts(model)
             print(f"stage 2 (epochs {first_epoch + 1}-{end_epoch}): backbone unfrozen, {trainable:,} trainable "
                   f"parameters, learning rate {stage_config.learning_rate:g}")
-        compile_for_task(model, stage_config, task, steps_per_epoch, num_classes)
         start = max(first_epoch, initial_epoch)  # the first stage to run starts at initial_epoch
-        restore_backup(model, backup_path, run_dir, start)
-        validation, monitor = validation_for_task(task, stage_config, train_split, val_split, num_classes,
-                                                  model.loss)
-        stage_callbacks = [*callbacks, *run_callbacks(run_dir, stage_config, validation, monitor, start,
-                                                      backup_path)]
+        with strategy.scope():
+            compile_for_task(model, stage_config, task, steps_per_epoch, num_classes)
+            restore_backup(model, backup_path, run_dir, start)
+            validation, monitor = validation_for_task(task, stage_config, train_split, val_split, num_classes,
+                                                      model.loss)
+            stage_callbacks = [*callbacks, *run_callbacks(run_dir, stage_config, validation, monitor, start,
+                                                          backup_path)]
         backup_path = None  # a later stage continues from this one's weights
-        fit_stage(model, train_ds, end_epoch, start, stage_callbacks, verbose)
+        fit_stage(model, train_ds, end_epoch, start, stage_callbacks, verbose, strategy, use_fit)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
     return run_dir
