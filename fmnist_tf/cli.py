@@ -78,7 +78,7 @@ def build_parser():
         return sub.add_parser(name, help=help, description=help, parents=[common], epilog=examples,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    train = add("train", "train a classifier from a config; writes a run directory",
+    train = add("train", "train a classifier, transfer head, embedding or detector from a config; writes a run directory",
                 _examples(f"{PROG} train -c deep",
                           f"{PROG} train -c baseline --epochs 3 --batch-size 64 --out runs/try",
                           f"FMNIST_DATA_DIR=../shared/data/fashion-mnist {PROG} train -c deep --augment false",
