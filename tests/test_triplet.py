@@ -196,3 +196,14 @@ def test_get_config_round_trip():
     rng = np.random.default_rng(0)
     labels, embeddings = rng.integers(0, 3, 20), unit_rows(rng, 20, 4)
     assert float(again(labels, embeddings)) == pytest.approx(loss_value(labels, embeddings, 0.35), rel=1e-6)
+
+
+def test_call_gives_one_value_per_example_so_keras_scales_it_for_distribution():
+    """Keras divides a loss by the replica count only when it reduces per-example values; a bare
+    scalar would make N replicas sum N times the gradient (measured: the logged loss doubled on 2)."""
+    rng = np.random.default_rng(0)
+    labels, embeddings = rng.integers(0, 3, 12), rng.normal(size=(12, 8)).astype("float32")
+    values = keras.ops.convert_to_numpy(TripletSemiHardLoss(0.2).call(labels, embeddings))
+    expected = float(keras.ops.convert_to_numpy(semi_hard_triplet_loss(labels, embeddings, 0.2)))
+    assert values.shape == (12,) and np.allclose(values, expected)
+    assert float(keras.ops.convert_to_numpy(TripletSemiHardLoss(0.2)(labels, embeddings))) == pytest.approx(expected)

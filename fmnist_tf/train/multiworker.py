@@ -190,8 +190,8 @@ def open_worker_run(strategy, config, out, resume):
 
 def per_example_loss(loss):
     """`loss` without its reduction: one value per example (a Keras Loss rebuilt with reduction "none";
-    a loss function is called as it is). A loss that can only score whole batches, such as
-    TripletSemiHardLoss, still returns one scalar."""
+    a loss function is called as it is). TripletSemiHardLoss gives its batch loss once per example;
+    a plain loss function may still return one scalar for the whole batch."""
     import keras
 
     if isinstance(loss, str):
@@ -242,7 +242,7 @@ def _make_train_step(model, strategy, element_spec, label_shape):
 
     def replica_loss(y, y_pred, global_count):
         values = tf.cast(loss_fn(y, y_pred), tf.float32)
-        if values.shape.rank == 0:  # a loss of the whole batch (triplet mining): average over replicas
+        if values.shape.rank == 0:  # a loss function scoring the whole batch: average over replicas
             return values / replicas
         if values.shape.rank > 1:
             values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
@@ -332,7 +332,7 @@ def distributed_fit(model, train_ds, strategy, end_epoch, initial_epoch, callbac
     verbose=verbose)` as a custom loop for MultiWorkerMirroredStrategy (or any other strategy).
 
     `model` must be built and compiled inside `strategy.scope()`. Each replica's loss is averaged over
-    the global batch (`tf.nn.compute_average_loss`; a whole-batch loss such as the triplet loss is
+    the global batch (`tf.nn.compute_average_loss`; a loss function returning one scalar per batch is
     divided by the number of replicas), regularisation losses are scaled likewise, and the optimizer
     sums the gradients of all replicas. The callbacks get the same calls as from `model.fit`, with
     "loss" (the epoch mean) and, for classifiers, "accuracy", "precision", "recall" and "f1" (weighted,

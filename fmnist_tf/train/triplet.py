@@ -96,8 +96,8 @@ def semi_hard_triplet_loss(labels, embeddings, margin=0.2):
 @keras.saving.register_keras_serializable(package="fmnist_tf")
 class TripletSemiHardLoss(keras.losses.Loss):
     """`semi_hard_triplet_loss` for `model.compile`: y_true are class ids or one-hot rows, y_pred the
-    embeddings. The loss is one number per batch (mining needs the whole batch), so `call` returns
-    that scalar and Keras' reduction ("sum_over_batch_size" of one value) leaves it unchanged.
+    embeddings. The loss is one number per batch (mining needs the whole batch); `call` returns it
+    once per example, so Keras' mean leaves it unchanged and its distribution scaling applies.
     Sample weights are not meaningful here: they would scale the batch loss by their mean."""
 
     def __init__(self, margin=0.2, name="triplet_semi_hard_loss", reduction="sum_over_batch_size", dtype=None):
@@ -105,7 +105,10 @@ class TripletSemiHardLoss(keras.losses.Loss):
         self.margin = float(margin)
 
     def call(self, y_true, y_pred):
-        return semi_hard_triplet_loss(y_true, y_pred, self.margin)
+        # the batch's loss once per example: Keras averages that back to the loss, and under
+        # tf.distribute also divides it by the replica count, which it skips for a bare scalar
+        loss = semi_hard_triplet_loss(y_true, y_pred, self.margin)
+        return ops.broadcast_to(loss, ops.shape(y_pred)[:1])
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin}
