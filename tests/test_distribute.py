@@ -79,3 +79,26 @@ def test_bool_keys_are_switches():
 
     args = build_parser().parse_args(["train", "-c", "baseline", "--augment", "--jit-compile", "false"])
     assert _overrides(args) == {"augment": "true", "jit_compile": "false"}
+
+
+def test_float16_policy_of_a_gpu_trains_with_loss_scaling(tiny_data, tmp_path, monkeypatch):
+    """The GPU's policy, mixed_float16, run here on the CPU: the optimizer is wrapped for dynamic loss
+    scaling, outputs stay float32, and the loss is finite."""
+    from fmnist_tf.config import make_config
+    from fmnist_tf.train import distribute
+    from fmnist_tf.train.fit import train
+
+    class OptimizerSeen(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.optimizer = self.model.optimizer
+
+    monkeypatch.setattr(distribute, "precision_policy", lambda mixed: "mixed_float16" if mixed else "float32")
+    seen = OptimizerSeen()
+    config = make_config({"model": "baseline", "epochs": 1, "batch_size": 32, "width": 0.25, "mixed_precision": True})
+    run = train(config, data=tiny_data, out=tmp_path / "run", verbose=0, callbacks=[seen])
+    assert isinstance(seen.optimizer, keras.optimizers.LossScaleOptimizer)
+    model = keras.models.load_model(run / "last.keras", safe_mode=True, compile=False)
+    assert model.get_layer("block1_conv").compute_dtype == "float16" and model.output.dtype == "float32"
+    loss = float(history(run)[0]["loss"])
+    assert loss == loss and 0 < loss < 10  # finite
+    assert keras.config.dtype_policy().name == "float32"

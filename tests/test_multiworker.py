@@ -110,13 +110,16 @@ def scratch_of(log_text):
     return Path(found.group(1))
 
 
-def test_two_workers_train_one_run_that_only_the_chief_writes(tiny_data, tmp_path, workers, capsys):
+@pytest.mark.parametrize("xla", [[], ["--jit-compile"]], ids=["float32", "xla"])
+def test_two_workers_train_one_run_that_only_the_chief_writes(xla, tiny_data, tmp_path, workers, capsys):
     run = tmp_path / "run"
-    args = ["-c", "baseline", "--data", tiny_data, "--out", run, "--epochs", "2", "--dropout", "0", *TINY]
-    group = workers(args, tmp_path, "fit")
+    args = ["-c", "baseline", "--data", tiny_data, "--out", run, "--epochs", "2", "--dropout", "0", *xla, *TINY]
+    group = workers(args, tmp_path, "fit", env={"TF_CPP_MIN_LOG_LEVEL": "0"} if xla else None)
     assert group.wait() == [0, 0], group.tails()
     chief_log, other_log = group.text(0), group.text(1)
     assert "over 2 device(s), global batch 32 (16 per replica)" in chief_log
+    if xla:  # TensorFlow's own log line: the replica step really ran through XLA
+        assert "Compiled cluster using XLA" in chief_log
     assert f"run saved in {run}" in chief_log
 
     # only the chief wrote the run directory; worker 1 wrote the same kind of files to its scratch folder
@@ -297,9 +300,13 @@ def test_per_example_loss_keeps_the_loss_settings():
     assert triplet.margin == 0.3 and values.shape == (4,) and np.allclose(values, values[0])
 
 
-def test_distributed_fit_matches_model_fit_on_one_device(tiny_data):
-    """The custom loop on the default strategy gives model.fit's losses and accuracies, epoch by epoch.
-    (Unshuffled data: both loops reshuffle every epoch, but draw different orders after the first.)"""
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_distributed_fit_matches_model_fit_on_one_device(jit_compile, tiny_data):
+    """The custom loop on the default strategy gives model.fit's losses and accuracies, epoch by epoch,
+    with and without XLA. (Unshuffled data: both loops reshuffle every epoch, but draw different
+    orders after the first.)"""
+    import functools
+
     import tensorflow as tf
 
     from fmnist_tf.data.pipeline import make_dataset
@@ -308,17 +315,19 @@ def test_distributed_fit_matches_model_fit_on_one_device(tiny_data):
     from fmnist_tf.train.multiworker import distributed_fit
 
     dataset = load_labelled_split("train", tiny_data)
-    x, y = dataset.images[:200], dataset.labels[:200]
+    # 200 = 4 x 48 + 8: a partial last batch
+    make_train_ds = functools.partial(make_dataset, tf.constant(dataset.images), dataset.labels, 10, 48,
+                                      indices=range(200))
 
     def trained(fit):
         keras.utils.set_random_seed(7)
         model = create_model("baseline", num_classes=10, mean=0.0, variance=1.0, width=0.125, dropout=0.0)
-        model.compile(optimizer=keras.optimizers.Adam(1e-3),
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile,
                       loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1), metrics=["accuracy"])
-        return fit(model, make_dataset(x, y, 10, 48)).history  # 200 = 4 x 48 + 8: a partial last batch
+        return fit(model).history
 
-    expected = trained(lambda m, ds: m.fit(ds, epochs=3, verbose=0, shuffle=False))
-    got = trained(lambda m, ds: distributed_fit(m, ds, tf.distribute.get_strategy(), 3, 0, [], 0))
+    expected = trained(lambda m: m.fit(make_train_ds(), epochs=3, verbose=0, shuffle=False))
+    got = trained(lambda m: distributed_fit(m, make_train_ds, tf.distribute.get_strategy(), 3, 0, [], 0))
     assert got["loss"] == pytest.approx(expected["loss"], rel=1e-5)
     assert got["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-6)
     assert {"precision", "recall", "f1"} <= set(got)

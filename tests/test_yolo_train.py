@@ -134,3 +134,35 @@ def test_detect_on_images_and_on_a_video_through_the_cli(detector_run, canvases,
     code, out_text, err = run_cli(["realtime", "-v", video, "--mode", "detect", "--model", detector_run,
                                    "--no-show"], capsys)
     assert code == 0 and "4 frames" in out_text, err
+
+
+def test_detector_trains_with_mixed_precision_in_bfloat16(canvases, tmp_path, capsys):
+    import keras
+
+    code, out, err = run_cli(["train", "-c", "tinyyolov3", "--data", canvases, "--out", tmp_path / "run",
+                              "--epochs", "1", *TINY_DETECTOR, "--mixed-precision"], capsys)
+    assert code == 0, err
+    assert "mixed_bfloat16" in out
+    model = keras.models.load_model(tmp_path / "run" / "last.keras", safe_mode=True, compile=False)
+    assert model.get_layer("body_conv1_conv").compute_dtype == "bfloat16"
+    assert all(output.dtype == "float32" for output in model.outputs)
+    (row,) = read_history(tmp_path / "run" / "history.csv")
+    assert float(row["loss"]) > 0 and 0.0 <= float(row["val_map50"]) <= 1.0
+
+
+def test_detector_trains_mirrored_on_two_logical_cpus(canvases, tmp_path):
+    from tests.test_distribute import train_in_fresh_process
+
+    result = train_in_fresh_process(["-c", "tinyyolov3", "--data", canvases, "--out", tmp_path / "run",
+                                     "--epochs", "1", *TINY_DETECTOR, "--strategy", "mirrored", "--devices", "2"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "MirroredStrategy over 2 device(s), global batch 4 (2 per replica)" in result.stdout
+    (row,) = read_history(tmp_path / "run" / "history.csv")
+    assert float(row["loss"]) > 0 and (tmp_path / "run" / "best.keras").is_file()
+
+
+def test_detector_refuses_multiworker_in_one_line(canvases, tmp_path, capsys):
+    code, _, err = run_cli(["train", "-c", "tinyyolov3", "--data", canvases, "--out", tmp_path / "run",
+                            *TINY_DETECTOR, "--strategy", "multiworker"], capsys)
+    assert code == 2 and "multi-worker" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

@@ -150,7 +150,15 @@ def validation_data(folder, split, settings, batch_size):
     return dataset, gt, image_ids, image_sizes
 
 
-def train_detector(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None, callbacks=()) -> Path:
+def train_detector(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None, callbacks=(),
+                   strategy=None) -> Path:
+    """Train TinyYoloV3 on a detect-data folder; returns the run directory. The model is built,
+    compiled and restored inside `strategy`'s scope (see fmnist_tf.train.distribute)."""
+    import tensorflow as tf
+
+    from fmnist_tf.train.distribute import describe, synchronize_batchnorm
+
+    strategy = strategy or tf.distribute.get_strategy()
     builder_options(config.model, {"weights": config.weights, "backend": config.backend})  # refuses them
     folder = detection_folder(data)
     run_dir, initial_epoch, backup_path = open_run(config, out, resume)
@@ -165,13 +173,16 @@ def train_detector(config: TrainConfig, *, data=None, out=None, resume=None, ver
     steps_per_epoch = int(train_ds.cardinality())
     train_images = sum(1 for line in (folder / "train.txt").read_text().splitlines() if line.strip())
 
-    model = tiny_yolov3(size, classes, len(masks[0]), width=config.width)
     loss = YoloLoss(size, classes, anchors, masks, ignore_threshold=config.ignore_threshold)
-    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss.head_losses(),
-                  jit_compile=jit_setting(config))
-    restore_backup(model, backup_path, run_dir, initial_epoch)
+    with strategy.scope():
+        model = tiny_yolov3(size, classes, len(masks[0]), width=config.width)
+        model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss.head_losses(),
+                      jit_compile=jit_setting(config))
+        restore_backup(model, backup_path, run_dir, initial_epoch)
+    synchronize_batchnorm(model, strategy)
     print(f"model {config.model}: {model.count_params():,} parameters, input {size}x{size}; "
           f"{train_images:,} training / {len(image_ids):,} validation canvases; run directory {run_dir}")
+    print(f"training on {describe(strategy, config)}")
 
     atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
     atomic_write_json(run_dir / "dataset.json", {"source": str(folder.resolve()), "class_names": settings["class_names"],

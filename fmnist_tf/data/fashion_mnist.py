@@ -6,6 +6,7 @@ Search order for a split: the explicit `data` argument, $FMNIST_DATA_DIR, the Ke
 
 import gzip
 import hashlib
+import io
 import os
 import struct
 import zlib
@@ -80,21 +81,45 @@ def verify_md5(path: Path, expected: dict):
                         f"truncated; download it again or {_HOW_TO_FIX}")
 
 
-def parse_idx(raw: bytes, name="IDX data") -> np.ndarray:
-    """Decode an (uncompressed) IDX buffer: magic 0,0,dtype,ndim; big-endian dims; data."""
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+def aligned_empty(shape, dtype, alignment=64) -> np.ndarray:
+    """An uninitialised array whose data starts on an `alignment`-byte boundary: TensorFlow can then
+    use its memory in place (see `fmnist_tf.data.pipeline.as_tensor`)."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buffer = np.empty(size + alignment, np.uint8)
+    start = -buffer.ctypes.data % alignment
+    return buffer[start:start + size].view(dtype).reshape(shape)
+
+
+def read_idx_stream(handle, name="IDX data", chunk_bytes=1 << 20) -> np.ndarray:
+    """Decode an (uncompressed) IDX stream: magic 0,0,dtype,ndim; big-endian dims; data. The data is
+    read in chunks straight into an aligned array, so the file's contents exist once in memory."""
+    head = handle.read(4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
         raise DataError(f"{name}: not an IDX file (bad magic number)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header:
+    ndim = head[3]
+    dims = handle.read(4 * ndim)
+    if ndim == 0 or len(dims) < 4 * ndim:
         raise DataError(f"{name}: IDX header is truncated")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DataError(f"{name}: IDX body has {len(raw) - header} bytes, header promises {expected} "
+    shape = struct.unpack(f">{ndim}I", dims)
+    array = aligned_empty(shape, _IDX_DTYPES[head[2]])
+    body = array.reshape(-1).view(np.uint8)
+    filled = 0
+    while filled < body.size:
+        chunk = handle.read(min(chunk_bytes, body.size - filled))
+        if not chunk:
+            break
+        body[filled:filled + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        filled += len(chunk)
+    if filled < body.size or handle.read(1):
+        size = "fewer" if filled < body.size else "more"
+        raise DataError(f"{name}: IDX body has {size} than the {body.size} bytes its header promises "
                         f"(shape {shape}): the file is truncated or corrupt")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return array
+
+
+def parse_idx(raw: bytes, name="IDX data") -> np.ndarray:
+    """`read_idx_stream` on a bytes buffer."""
+    return read_idx_stream(io.BytesIO(raw), name)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -102,13 +127,12 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as handle:
-            raw = handle.read()
+            return read_idx_stream(handle, str(path))
     except FileNotFoundError as exc:
         raise DataError(f"{path}: file not found; {_HOW_TO_FIX}") from exc
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: cannot decompress ({exc}); the file is corrupt or truncated; "
                         f"download it again or {_HOW_TO_FIX}") from exc
-    return parse_idx(raw, str(path))
 
 
 def _check_pair(images, labels, source):

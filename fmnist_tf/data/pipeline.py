@@ -12,19 +12,31 @@ from sklearn.model_selection import train_test_split
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def split_train_val(images, labels, val_fraction, seed):
-    """Stratified, seeded hold-out. Returns ((x_train, y_train), (x_val, y_val))."""
+def split_indices(labels, val_fraction, seed):
+    """Stratified, seeded hold-out: sorted (train indices, validation indices) into `labels`."""
     train_idx, val_idx = train_test_split(np.arange(len(labels)), test_size=val_fraction,
                                           stratify=labels, random_state=seed)
-    train_idx.sort()
-    val_idx.sort()
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+def split_train_val(images, labels, val_fraction, seed):
+    """The `split_indices` hold-out as copies: ((x_train, y_train), (x_val, y_val))."""
+    train_idx, val_idx = split_indices(labels, val_fraction, seed)
     return (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
 
 
-def standardization_stats(images):
-    """Mean and variance of the [0, 1]-scaled pixels, for the model's Normalization layer."""
-    scaled = images.astype(np.float64) / 255.0
-    return float(scaled.mean()), float(scaled.var())
+def standardization_stats(images, indices=None):
+    """Mean and variance of the [0, 1]-scaled pixels of uint8 `images[indices]` (all by default), from
+    a pixel histogram counted in chunks: exact, and with no float copy of the dataset."""
+    if np.asarray(images).dtype != np.uint8:
+        raise ValueError(f"standardization_stats takes uint8 images, got {np.asarray(images).dtype}")
+    indices = np.arange(len(images)) if indices is None else np.asarray(indices)
+    counts = np.zeros(256, np.int64)
+    for start in range(0, len(indices), 4096):
+        counts += np.bincount(np.asarray(images[indices[start:start + 4096]]).ravel(), minlength=256)
+    levels = np.arange(256) / 255.0
+    mean = float(counts @ levels / counts.sum())
+    return mean, float(counts @ (levels - mean) ** 2 / counts.sum())
 
 
 def augmentation_layers(config, seed):
@@ -53,18 +65,48 @@ def to_model_input(images):
     return tf.cast(images, tf.float32)[..., tf.newaxis] / 255.0
 
 
-def make_dataset(images, labels, num_classes, batch_size, *, training=False, augment=None, seed=0):
-    """Batches of (float images, one-hot labels). Training sets are shuffled and may be augmented.
+def as_tensor(array):
+    """Images owned by the caller as a tf.Tensor, in place (through DLPack, so the two share memory:
+    the caller must not change the array) when they are contiguous, writable and 64-byte aligned, as
+    `read_idx` gives them; otherwise a copy."""
+    array = np.asarray(array)
+    if array.size and array.flags.c_contiguous and array.flags.writeable and array.ctypes.data % 64 == 0:
+        return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
+    return tf.convert_to_tensor(array)
 
-    The deterministic conversion is cached after the first epoch; shuffling and augmentation are
-    redone every epoch, augmentation on whole batches (far cheaper than per image).
+
+def make_dataset(images, labels, num_classes, batch_size, *, indices=None, training=False, augment=None, seed=0,
+                 shard=None):
+    """Batches of (float images, one-hot labels) from `images[indices]` (all images by default).
+    Training sets are reshuffled every epoch and may be augmented.
+
+    The pipeline keeps no copy of the images: it shuffles and batches their indices, then gathers,
+    converts and augments whole batches (far cheaper than per image), so it has neither a cache nor a
+    shuffle buffer of images. Pass one tf.Tensor of images to several pipelines (train, validation)
+    and the process holds the dataset once; a numpy array is converted, which copies it (see
+    `as_tensor` for a conversion without a copy).
+
+    `shard=(replicas, first, count)` is for a worker's input pipeline under tf.distribute: it yields,
+    for each global batch, the parts of replicas first..first+count-1 of `replicas` (strided, so every
+    replica's part differs by at most one example; a part may be empty at the end of an epoch).
     """
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    dataset = dataset.map(lambda x, y: (to_model_input(x), tf.one_hot(y, num_classes)),
-                          num_parallel_calls=AUTOTUNE).cache()
+    images, labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
+    if indices is None:
+        order = tf.data.Dataset.range(int(labels.shape[0]))
+    else:
+        order = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64))
     if training:
-        dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
+        order = order.shuffle(int(order.cardinality()), seed=seed, reshuffle_each_iteration=True)
+    order = order.batch(batch_size)
+    if shard is not None:
+        replicas, first, count = shard
+        order = order.flat_map(lambda batch: tf.data.Dataset.range(first, first + count).map(
+            lambda replica: batch[replica::replicas]))
+
+    def gather(batch):
+        return to_model_input(tf.gather(images, batch)), tf.one_hot(tf.gather(labels, batch), num_classes)
+
+    dataset = order.map(gather, num_parallel_calls=AUTOTUNE)
     if augment is not None:
         # one batch at a time: the layers' seed generator is a shared variable, and parallel calls
         # would race on it and break `--seed` repeatability; prefetch still overlaps it with training

@@ -6,6 +6,7 @@ backup/ (removed when the run completes) for `--resume`.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import shutil
@@ -17,7 +18,7 @@ import keras
 import numpy as np
 
 from fmnist_tf.config import TrainConfig, config_to_yaml, make_config, read_yaml_mapping
-from fmnist_tf.data.pipeline import augmentation_layers, make_dataset, split_train_val, standardization_stats
+from fmnist_tf.data.pipeline import augmentation_layers, as_tensor, make_dataset, split_indices, standardization_stats
 from fmnist_tf.data.sources import describe_source, load_labelled_split
 from fmnist_tf.errors import ConfigError, FmnistError
 from fmnist_tf.fileio import atomic_write_json, atomic_write_text, remove_stale_temporaries
@@ -209,20 +210,22 @@ def run_callbacks(run_dir, config: TrainConfig, validation, monitor, initial_epo
 
 
 def fit_run(model, train_ds, config: TrainConfig, run_dir, callbacks, initial_epoch=0, verbose=None):
-    fit_stage(model, train_ds, config.epochs, initial_epoch, callbacks, verbose)
+    fit_stage(model, lambda: train_ds, config.epochs, initial_epoch, callbacks, verbose)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
 
 
-def fit_stage(model, train_ds, end_epoch, initial_epoch, callbacks, verbose=None, strategy=None, use_fit=True):
-    """`model.fit`, or under MultiWorkerMirroredStrategy (unless `use_fit`) our distributed loop, which
-    drives the same callbacks."""
+def fit_stage(model, make_train_ds, end_epoch, initial_epoch, callbacks, verbose=None, strategy=None,
+              use_fit=True):
+    """`model.fit(make_train_ds(), ...)`, or under MultiWorkerMirroredStrategy (unless `use_fit`) our
+    distributed loop, which gives each worker its own input pipeline (`make_train_ds(shard=...)`)
+    and drives the same callbacks."""
     verbose = _progress_verbosity() if verbose is None else verbose
     if not use_fit:
         from fmnist_tf.train.multiworker import distributed_fit
 
-        distributed_fit(model, train_ds, strategy, end_epoch, initial_epoch, callbacks, verbose)
+        distributed_fit(model, make_train_ds, strategy, end_epoch, initial_epoch, callbacks, verbose)
         return
-    model.fit(train_ds, epochs=end_epoch, initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,
+    model.fit(make_train_ds(), epochs=end_epoch, initial_epoch=initial_epoch, callbacks=callbacks, shuffle=False,
               verbose=verbose)
 
 
@@ -239,31 +242,43 @@ def train(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None
         data = data or recorded_source(resume)
     if config.base and Path(config.base).exists():  # a run or model file: the saved config must find it from anywhere
         config = dataclasses.replace(config, base=str(Path(config.base).resolve()))
-    if model_task(config.model) == "detect":
-        from yolo.train import train_detector
-
-        if config.strategy == "mirrored" or config.mixed_precision:
-            raise ConfigError("tinyyolov3 trains on one device in float32 for now; drop --strategy mirrored "
-                              "and --mixed-precision")
-        return train_detector(config, data=data, out=out, resume=resume, verbose=verbose, callbacks=callbacks)
+    detector = model_task(config.model) == "detect"
+    if detector and config.strategy == "multiworker":
+        raise ConfigError(f"{config.model} trains on one machine (--strategy auto, default or mirrored); "
+                          f"multi-worker training is for classifiers and embeddings")
     from fmnist_tf.train.distribute import training_context
 
+    if detector:
+        from yolo.train import train_detector as train_task
+    else:
+        train_task = train_classifier
     with training_context(config) as strategy:
-        return train_classifier(config, data=data, out=out, resume=resume, verbose=verbose, callbacks=callbacks,
-                                strategy=strategy)
+        return train_task(config, data=data, out=out, resume=resume, verbose=verbose, callbacks=callbacks,
+                          strategy=strategy)
 
 
-def validation_for_task(task, config: TrainConfig, train_split, val_split, num_classes, loss_fn):
-    """(validation callback, the log key that picks best.keras)."""
-    (x_train, y_train), (x_val, y_val) = train_split, val_split
-    val_ds = make_dataset(x_val, y_val, num_classes, config.batch_size)
+def validation_for_task(task, config: TrainConfig, images, labels, split, num_classes, loss_fn):
+    """(validation callback, the log key that picks best.keras). `split` is (train, validation)
+    indices into `images` and `labels`."""
+    train_idx, val_idx = split
+    val_ds = make_dataset(images, labels, num_classes, config.batch_size, indices=val_idx)
     if task == "embed":
         from fmnist_tf.train.knn import KnnValidation
 
-        gallery_ds = make_dataset(x_train, y_train, num_classes, max(config.batch_size, 512))
-        return KnnValidation(gallery_ds, y_train, val_ds, y_val, k=config.knn_k, margin=config.margin), \
-            "val_knn_accuracy"
-    return ValidationReport(val_ds, y_val, loss_fn, num_classes), "val_f1"
+        gallery_ds = make_dataset(images, labels, num_classes, max(config.batch_size, 512), indices=train_idx)
+        return KnnValidation(gallery_ds, labels[train_idx], val_ds, labels[val_idx], k=config.knn_k,
+                             margin=config.margin), "val_knn_accuracy"
+    return ValidationReport(val_ds, labels[val_idx], loss_fn, num_classes), "val_f1"
+
+
+def load_training_data(config: TrainConfig, data=None):
+    """(images as one uint8 tf.Tensor, labels, (train, validation) indices, class names, mean, variance).
+    Every pipeline of the run gathers from this one tensor, which shares the loaded array's memory
+    (Fashion-MNIST IDX files) or replaces it (the array is released here)."""
+    dataset = load_labelled_split("train", data)
+    split = split_indices(dataset.labels, config.val_fraction, config.seed)
+    mean, variance = standardization_stats(dataset.images, split[0])
+    return as_tensor(dataset.images), dataset.labels, split, dataset.class_names, mean, variance
 
 
 def train_classifier(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None, callbacks=(),
@@ -287,14 +302,13 @@ def train_classifier(config: TrainConfig, *, data=None, out=None, resume=None, v
     else:
         run_dir, initial_epoch, backup_path = open_run(config, out, resume)
     keras.utils.set_random_seed(config.seed)
-    dataset = load_labelled_split("train", data)
-    train_split, val_split = split_train_val(dataset.images, dataset.labels, config.val_fraction, config.seed)
-    (x_train, y_train), (_, y_val) = train_split, val_split
-    mean, variance = standardization_stats(x_train)
-    num_classes = len(dataset.class_names)
-    train_ds = make_dataset(x_train, y_train, num_classes, config.batch_size, training=True,
-                            augment=augmentation_layers(config, config.seed), seed=config.seed)
-    steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
+    images, labels, split, class_names, mean, variance = load_training_data(config, data)
+    num_classes = len(class_names)
+    train_size, val_size = len(split[0]), len(split[1])
+    make_train_ds = functools.partial(make_dataset, images, labels, num_classes, config.batch_size,
+                                      indices=split[0], training=True,
+                                      augment=augmentation_layers(config, config.seed), seed=config.seed)
+    steps_per_epoch = math.ceil(train_size / config.batch_size)
 
     with strategy.scope():
         model = create_model(config.model, num_classes=num_classes, mean=mean, variance=variance,
@@ -307,7 +321,7 @@ def train_classifier(config: TrainConfig, *, data=None, out=None, resume=None, v
                           f"(use the transfer config)")
     trainable, frozen = parameter_counts(model)
     print(f"model {config.model}: {trainable + frozen:,} parameters ({trainable:,} trainable, {frozen:,} frozen); "
-          f"{len(y_train):,} training / {len(y_val):,} validation images in {num_classes} classes; "
+          f"{train_size:,} training / {val_size:,} validation images in {num_classes} classes; "
           f"run directory {run_dir}")
     print(f"training on {describe(strategy, config)}")
     use_fit = not is_multiworker(strategy) or config.multiworker_fit
@@ -315,8 +329,8 @@ def train_classifier(config: TrainConfig, *, data=None, out=None, resume=None, v
     # Everything that can fail on bad settings has run: only now does the run directory get files.
     atomic_write_text(run_dir / "config.yaml", config_to_yaml(config))
     atomic_write_json(run_dir / "dataset.json", {
-        **describe_source(data), "class_names": list(dataset.class_names),
-        "train_size": len(y_train), "val_size": len(y_val), "mean": mean, "variance": variance,
+        **describe_source(data), "class_names": list(class_names),
+        "train_size": train_size, "val_size": val_size, "mean": mean, "variance": variance,
         "val_fraction": config.val_fraction, "seed": config.seed})
 
     for stage_config, first_epoch, end_epoch, unfreeze in training_stages(config):
@@ -331,11 +345,11 @@ def train_classifier(config: TrainConfig, *, data=None, out=None, resume=None, v
         with strategy.scope():
             compile_for_task(model, stage_config, task, steps_per_epoch, num_classes)
             restore_backup(model, backup_path, run_dir, start)
-            validation, monitor = validation_for_task(task, stage_config, train_split, val_split, num_classes,
+            validation, monitor = validation_for_task(task, stage_config, images, labels, split, num_classes,
                                                       model.loss)
             stage_callbacks = [*callbacks, *run_callbacks(run_dir, stage_config, validation, monitor, start,
                                                           backup_path)]
         backup_path = None  # a later stage continues from this one's weights
-        fit_stage(model, train_ds, end_epoch, start, stage_callbacks, verbose, strategy, use_fit)
+        fit_stage(model, make_train_ds, end_epoch, start, stage_callbacks, verbose, strategy, use_fit)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
     return run_dir

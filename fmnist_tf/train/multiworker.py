@@ -1,10 +1,12 @@
 """Training on several machines: `--strategy multiworker` (tf.distribute.MultiWorkerMirroredStrategy).
 
 Keras 3's `model.fit` is broken under MultiWorkerMirroredStrategy (keras-team/keras#20585,
-tensorflow/tensorflow#72388), so `distributed_fit` is our own loop: the dataset is split with
-`strategy.experimental_distribute_dataset`, each replica's step runs under `strategy.run`, and the
-gradients are summed across every worker by the optimizer (`apply_gradients` all-reduces them in
-replica context). It drives the same callbacks as `model.fit`, so the run directory is the same.
+tensorflow/tensorflow#72388), so `distributed_fit` is our own loop: each worker builds its own input
+pipeline of its replicas' parts of every global batch (`strategy.distribute_datasets_from_function`:
+`experimental_distribute_dataset`'s DATA auto-sharding would rebuild the pipeline from a serialized
+graph, a second copy of the in-memory images, and make every worker read every batch), each
+replica's step runs under `strategy.run`, and the gradients are summed across every worker by the
+optimizer (`apply_gradients` all-reduces them in replica context). It drives the same callbacks as `model.fit`, so the run directory is the same.
 
 Every worker runs the whole program (same data, same callbacks); the run directory is written by the
 chief only (worker 0, or the `chief` task if the cluster names one). The others write their callbacks'
@@ -248,12 +250,7 @@ def _make_train_step(model, strategy, element_spec, label_shape):
             values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
         return tf.nn.compute_average_loss(values, global_batch_size=tf.cast(tf.round(global_count), tf.int64))
 
-    def replica_step(x, y):
-        context = tf.distribute.get_replica_context()
-        local_count = tf.cast(tf.shape(y)[0], tf.float32)
-        # the real global batch: the last batch of an epoch may be smaller, and split unevenly
-        global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, local_count)
-
+    def gradients_of(x, y, local_count, global_count):
         def forward():
             y_pred = model(x, training=True)
             loss = replica_loss(y, y_pred, global_count)
@@ -273,9 +270,18 @@ def _make_train_step(model, strategy, element_spec, label_shape):
             # examples and write NaN into its moving statistics
             loss, matrix = tf.cond(local_count > 0, forward, idle)
             scaled = optimizer.scale_loss(loss)
-        variables = model.trainable_variables
-        gradients = tape.gradient(scaled, variables)
-        optimizer.apply_gradients(zip(gradients, variables))
+        return loss, matrix, tape.gradient(scaled, model.trainable_variables)
+
+    if model.jit_compile is True:  # XLA on the replica's own computation; the all-reduces stay outside
+        gradients_of = tf.function(gradients_of, jit_compile=True)
+
+    def replica_step(x, y):
+        context = tf.distribute.get_replica_context()
+        local_count = tf.cast(tf.shape(y)[0], tf.float32)
+        # the real global batch: the last batch of an epoch may be smaller, and split unevenly
+        global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, local_count)
+        loss, matrix, gradients = gradients_of(x, y, local_count, global_count)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         # one vector, so that the step's logs cost a single cross-worker reduction
         return tf.concat([tf.reshape(loss, [1]), tf.reshape(local_count, [1]), tf.reshape(matrix, [-1])], axis=0)
 
@@ -316,27 +322,32 @@ def _make_state_sync(model, strategy):
     return sync
 
 
-def distribute_training_dataset(train_ds, strategy):
-    """`train_ds` (batches of the global batch size) split across all replicas of all workers. The data
-    comes from in-memory tensors, so every worker runs the same pipeline (same seed, same order) and
-    keeps its own slice of each batch (DATA sharding; FILE sharding cannot apply)."""
-    import tensorflow as tf
+def distribute_training_dataset(make_train_ds, strategy):
+    """Each worker's own input pipeline: `make_train_ds(shard=(replicas, first, count))` yields, of every
+    global batch, only the parts of this worker's replicas (see `make_dataset`). Every worker shuffles
+    with the same seed, so the parts cover each global batch once."""
 
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return strategy.experimental_distribute_dataset(train_ds.with_options(options))
+    def worker_dataset(context):
+        per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
+        return make_train_ds(shard=(context.num_replicas_in_sync, context.input_pipeline_id * per_pipeline,
+                                    per_pipeline))
+
+    return strategy.distribute_datasets_from_function(worker_dataset)
 
 
-def distributed_fit(model, train_ds, strategy, end_epoch, initial_epoch, callbacks, verbose):
-    """`model.fit(train_ds, epochs=end_epoch, initial_epoch=initial_epoch, callbacks=callbacks,
+def distributed_fit(model, make_train_ds, strategy, end_epoch, initial_epoch, callbacks, verbose):
+    """`model.fit(make_train_ds(), epochs=end_epoch, initial_epoch=initial_epoch, callbacks=callbacks,
     verbose=verbose)` as a custom loop for MultiWorkerMirroredStrategy (or any other strategy).
 
-    `model` must be built and compiled inside `strategy.scope()`. Each replica's loss is averaged over
-    the global batch (`tf.nn.compute_average_loss`; a loss function returning one scalar per batch is
-    divided by the number of replicas), regularisation losses are scaled likewise, and the optimizer
-    sums the gradients of all replicas. The callbacks get the same calls as from `model.fit`, with
-    "loss" (the epoch mean) and, for classifiers, "accuracy", "precision", "recall" and "f1" (weighted,
-    over the whole global batch) in the epoch logs. Returns the History callback.
+    `make_train_ds(shard=None)` returns the training pipeline (batches of the global batch size), or
+    with `shard` one worker's part of it (as `fmnist_tf.data.pipeline.make_dataset` does). `model` must
+    be built and compiled inside `strategy.scope()`; with `jit_compile`, each replica's forward and
+    backward pass is compiled with XLA. Each replica's loss is averaged over the global batch
+    (`tf.nn.compute_average_loss`; a loss function returning one scalar per batch is divided by the
+    number of replicas), regularisation losses are scaled likewise, and the optimizer sums the
+    gradients of all replicas. The callbacks get the same calls as from `model.fit`, with "loss" (the
+    epoch mean) and, for classifiers, "accuracy", "precision", "recall" and "f1" (weighted, over the
+    whole global batch) in the epoch logs. Returns the History callback.
     """
     import keras
     import tensorflow as tf
@@ -345,10 +356,11 @@ def distributed_fit(model, train_ds, strategy, end_epoch, initial_epoch, callbac
     with strategy.scope():
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-    cardinality = int(train_ds.cardinality())
+    whole = make_train_ds()
+    cardinality = int(whole.cardinality())
     steps = cardinality if cardinality > 0 else None
-    dataset = distribute_training_dataset(train_ds, strategy)
-    labels = train_ds.element_spec[1] if isinstance(train_ds.element_spec, tuple) else None
+    labels = whole.element_spec[1] if isinstance(whole.element_spec, tuple) else None
+    dataset = distribute_training_dataset(make_train_ds, strategy)
     train_step = _make_train_step(model, strategy, dataset.element_spec, getattr(labels, "shape", None))
     sync_state = _make_state_sync(model, strategy)
 
