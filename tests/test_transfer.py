@@ -102,11 +102,39 @@ def test_tiny_imagenet_layout_trains_and_evaluates_with_class_names(deep_run, tm
 
 
 def test_a_fashion_mnist_classifier_config_trains_on_an_image_folder(class_tree, tmp_path, capsys):
-    code, out, err = run_cli(["train", "-c", "baseline", "--data", class_tree, "--out", tmp_path / "b",
+    """...and realtime and cam prepare images as the folder's were: the whole frame, plainly resized."""
+    import cv2
+
+    from fmnist_tf.cam.explainer import open_explainer
+    from tests.test_realtime import frame_with_items, write_video
+
+    run = tmp_path / "b"
+    code, out, err = run_cli(["train", "-c", "baseline", "--data", class_tree, "--out", run,
                               "--epochs", "1", "--batch-size", "16", "--width", "0.125"], capsys)
     assert code == 0, err
-    code, out, err = run_cli(["evaluate", tmp_path / "b"], capsys)
+    code, out, err = run_cli(["evaluate", run], capsys)
     assert code == 0, err and "shirts" in out
+
+    frames = [frame_with_items([(100 + 10 * i, 60, 260 + 10 * i, 420)], seed=i) for i in range(4)]
+    write_video(tmp_path / "v.mp4", frames)
+    for mode in ("classify", "cam"):
+        csv_path = tmp_path / f"{mode}.csv"
+        code, out, err = run_cli(["realtime", "-v", tmp_path / "v.mp4", "--mode", mode, "--model", run,
+                                  "--no-show", "--save-csv", csv_path], capsys)
+        assert code == 0, err
+        rows = [line.split(",") for line in csv_path.read_text().splitlines()[1:]]
+        assert len(rows) == 4 and all(row[3] in ("boots", "coats", "shirts") for row in rows)
+        assert all(row[-4:] == ["0", "0", "640", "480"] for row in rows)  # the whole frame is the item
+
+    cv2.imwrite(str(tmp_path / "wide.png"), frames[0])
+    code, out, err = run_cli(["cam", run, tmp_path / "wide.png", "--out", tmp_path / "cams"], capsys)
+    assert code == 0, err
+    result = json.loads((tmp_path / "cams" / "wide_cam.json").read_text())
+    explainer = open_explainer(run)
+    assert explainer.image_format == "folder" and result["image_size"] == [640, 480]
+    grey = cv2.cvtColor(frames[0], cv2.COLOR_BGR2GRAY)
+    expected, _ = explainer(cv2.resize(grey, (28, 28), interpolation=cv2.INTER_AREA)[None, ..., None] / 255.0)
+    assert result["probability"] == pytest.approx(float(expected[0].max()), abs=1e-5)
 
 
 def test_keras_applications_base_with_local_weights(class_tree, tmp_path, capsys):

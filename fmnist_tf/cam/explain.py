@@ -1,6 +1,7 @@
 """`fmnist-tf cam`: explain a model's prediction on image files; and the evaluate report's CAM grid.
 
-Each image is prepared exactly as `predict` prepares it (`read_image` + `to_fashion_mnist`); the CAM
+Each image is prepared exactly as `predict` prepares it (`read_image` + `to_fashion_mnist`, or a plain
+resize for a model trained on an image folder); the CAM
 is computed on that model input and then warped back onto the ORIGINAL image through the crop's
 geometry, so `<stem>_cam.png` shows the user's own pixels and `<stem>_cam.json` gives the CAM box
 in them (and in model-input pixels).
@@ -15,7 +16,8 @@ from fmnist_tf.cam.boxes import DEFAULT_THRESHOLD, cam_box, check_threshold, war
 from fmnist_tf.cam.explainer import CamExplainer, open_explainer
 from fmnist_tf.cam.render import save_cam_grid, side_by_side
 from fmnist_tf.fileio import atomic_write_image, atomic_write_json
-from fmnist_tf.vision.preprocess import composite_on_white, read_image, to_fashion_mnist_with_geometry, to_grey
+from fmnist_tf.data.sources import prepare_with_geometry
+from fmnist_tf.vision.preprocess import composite_on_white, read_image, to_grey
 
 GRID_IMAGES = 16
 
@@ -55,7 +57,7 @@ def explain_images(run_or_model, image_paths, out_dir, threshold=DEFAULT_THRESHO
     prepared = []
     for path in image_paths:
         grey = read_image(path)
-        image, affine = to_fashion_mnist_with_geometry(grey, size=size, name=str(Path(path)))
+        image, affine = prepare_with_geometry(grey, explainer.image_format, size=size, name=str(Path(path)))
         prepared.append((Path(path), grey, image, affine))
     if not prepared:
         return []

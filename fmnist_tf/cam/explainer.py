@@ -104,15 +104,16 @@ def _check_classifier(model):
 class CamExplainer:
     """See the module doc. Attributes: `method` ("cam" or "grad-cam"), `layer_name` (the explained
     feature map's layer; for "cam" the GAP layer, whose input is the map), `input_size`,
-    `class_names`, `source`, `backend` ("keras"). `layer=` forces Grad-CAM on that layer."""
+    `class_names`, `source`, `backend` ("keras"), `image_format` (how images are prepared for the
+    model; see fmnist_tf.data.sources). `layer=` forces Grad-CAM on that layer."""
 
     backend = "keras"
 
-    def __init__(self, model, layer=None, class_names=None, source=None):
+    def __init__(self, model, layer=None, class_names=None, source=None, image_format="fashion-mnist"):
         import keras
 
         _check_classifier(model)
-        self.model = model
+        self.model, self.image_format = model, image_format
         self.input_size = int(model.input_shape[1])
         num_classes = int(model.output_shape[-1])
         self.class_names = tuple(class_names) if class_names is not None else (
@@ -232,7 +233,7 @@ def open_explainer(run_or_model, layer=None) -> CamExplainer:
     """A CamExplainer for a run directory or .keras file (loaded in Keras safe mode). Exported models
     (.tflite, .onnx, SavedModel) are refused: their graph has no feature maps or gradients to read."""
     from fmnist_tf.inference import EXPORTED_SUFFIXES, is_saved_model_dir
-    from fmnist_tf.modelio import class_names_for, load_model, resolve_model_path
+    from fmnist_tf.modelio import class_names_for, image_format_for, load_model, resolve_model_path
 
     path = Path(run_or_model)
     if path.suffix.lower() in EXPORTED_SUFFIXES or is_saved_model_dir(path):
@@ -240,4 +241,4 @@ def open_explainer(run_or_model, layer=None) -> CamExplainer:
                              "not an exported model")
     model_path = resolve_model_path(path)
     return CamExplainer(load_model(model_path), layer=layer, class_names=class_names_for(model_path),
-                        source=model_path)
+                        source=model_path, image_format=image_format_for(model_path))

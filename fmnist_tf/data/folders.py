@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from fmnist_tf.errors import DataError, FmnistError
-from fmnist_tf.vision.preprocess import read_image
+from fmnist_tf.vision.preprocess import plain_resize, read_image
 
 # what cv2.imread decodes (no .gif: OpenCV builds commonly lack a GIF reader); compared lower-case
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -329,7 +329,7 @@ def folder_image(path, size=28) -> np.ndarray:
         raise DataError(f"{exc}; replace or remove it") from exc
     if grey is None or grey.size == 0:
         raise DataError(f"{path}: cannot read this file as an image; replace or remove it")
-    return cv2.resize(grey, (size, size), interpolation=cv2.INTER_AREA)
+    return plain_resize(grey, size)
 
 
 def load_folder_split(root, split, size=28) -> FolderSplit:

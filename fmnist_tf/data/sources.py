@@ -51,6 +51,16 @@ def describe_source(data=None) -> dict:
     return {"source": str(source.resolve()) if source else "keras download", "image_format": FASHION_MNIST}
 
 
+def prepare_with_geometry(grey, image_format, size=28, name="image"):
+    """(uint8 [size, size] model input, the 2x3 affine from its pixels back to `grey`'s) for a grey
+    image, prepared as `image_loader(image_format)` prepares files (for laying CAMs on the image)."""
+    from fmnist_tf.vision.preprocess import plain_resize, stretch_affine, to_fashion_mnist_with_geometry
+
+    if image_format == FOLDER:
+        return plain_resize(grey, size), stretch_affine(*grey.shape[:2], size)
+    return to_fashion_mnist_with_geometry(grey, size=size, name=name)
+
+
 def image_loader(image_format):
     """path -> uint8 [size, size] image prepared like the training data of that format."""
     if image_format == FOLDER:

@@ -3,7 +3,7 @@
 Importing this module registers the mode (`create_mode("cam", explainer, min_probability=...)`);
 `explainer` is a `fmnist_tf.cam.CamExplainer` (`fmnist_tf.cam.open_explainer(run)`: a Keras model,
 since exported models have no gradients to read). Per frame: `preprocess` segments the items exactly
-as the classify mode does; `infer` runs ONE explainer call on all 28x28 crops (probabilities and
+as the classify mode does (or takes the whole frame, for a model trained on an image folder); `infer` runs ONE explainer call on all 28x28 crops (probabilities and
 maps), warps each map into its item's box through the crop's geometry and boxes it there; `draw`
 blends the JET heat maps (0.3 heat / 0.5 frame), draws what the classify mode draws, then the CAM
 boxes (yellow).
@@ -21,7 +21,6 @@ from fmnist_tf.cam.boxes import DEFAULT_THRESHOLD, cam_box, check_threshold, shi
 from fmnist_tf.cam.render import BOX_COLOUR, blend_heat, draw_box
 from fmnist_tf.errors import FmnistError
 from fmnist_tf.realtime.modes import ClassifyMode, register_mode
-from fmnist_tf.vision.preprocess import fit_square_affine
 from fmnist_tf.vision.segment import SegmentSettings
 
 
@@ -56,8 +55,7 @@ class CamMode(ClassifyMode):
         for box, probs, cam in zip(segmentation.boxes, probabilities, maps):
             class_id = int(np.argmax(probs))
             x0, y0, x1, y1 = box
-            affine = fit_square_affine(y1 - y0, x1 - x0, self.segment.size, self.segment.margin)
-            heat = warp_cam(cam, affine, (y1 - y0, x1 - x0))
+            heat = warp_cam(cam, self.crop_affine(box), (y1 - y0, x1 - x0))
             items.append(ItemExplanation(tuple(box), class_id, names[class_id], float(probs[class_id]),
                                          shift_box(cam_box(heat, self.threshold), x0, y0), heat))
         return items

@@ -10,8 +10,10 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
+from fmnist_tf.data.sources import FASHION_MNIST, FOLDER
 from fmnist_tf.errors import FmnistError
-from fmnist_tf.vision.segment import SegmentSettings, segment_items
+from fmnist_tf.vision.preprocess import fit_square_affine, stretch_affine
+from fmnist_tf.vision.segment import SegmentSettings, segment_items, whole_frame
 
 MODES = {}
 GREEN, GREY, WHITE, RED = (60, 200, 60), (150, 150, 150), (255, 255, 255), (40, 40, 230)
@@ -51,15 +53,26 @@ def draw_label(frame, text, x, y, colour):
 
 @register_mode("classify")
 class ClassifyMode:
-    """Segment every item, classify all crops of a frame in one batch, box and label each."""
+    """Segment every item, classify all crops of a frame in one batch, box and label each. A model
+    trained on an image folder sees the whole frame instead, prepared as its training images were."""
 
     def __init__(self, classifier, min_probability=0.5, segment=SegmentSettings()):
         self.classifier = classifier
         self.min_probability = min_probability
         self.segment = replace(segment, size=classifier.input_size)
+        self.whole_frames = getattr(classifier, "image_format", FASHION_MNIST) == FOLDER
 
     def preprocess(self, frame):
+        if self.whole_frames:
+            return whole_frame(frame, self.segment.size)
         return segment_items(frame, self.segment)
+
+    def crop_affine(self, box):
+        """Model-input pixel -> frame pixel geometry of the crop of `box` (see fit_square_affine)."""
+        x0, y0, x1, y1 = box
+        if self.whole_frames:
+            return stretch_affine(y1 - y0, x1 - x0, self.segment.size)
+        return fit_square_affine(y1 - y0, x1 - x0, self.segment.size, self.segment.margin)
 
     def infer(self, segmentation):
         if not segmentation.boxes:

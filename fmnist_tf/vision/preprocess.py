@@ -103,5 +103,19 @@ def fit_square_affine(crop_height, crop_width, size=28, margin=0, origin=(0, 0))
                      [0.0, scale, shift - top + origin[1]]], dtype=np.float64)
 
 
+def plain_resize(grey, size=28) -> np.ndarray:
+    """How image folders' images become model inputs: the whole grey image, INTER_AREA-resized to
+    `size` x `size` (no crop, no inversion)."""
+    return cv2.resize(grey, (int(size), int(size)), interpolation=cv2.INTER_AREA)
+
+
+def stretch_affine(height, width, size=28) -> np.ndarray:
+    """`fit_square_affine` for `plain_resize` of a `height` x `width` image: pixel (u, v) of the model
+    input back to image pixels."""
+    scale_x, scale_y = width / size, height / size
+    return np.array([[scale_x, 0.0, 0.5 * scale_x - 0.5],
+                     [0.0, scale_y, 0.5 * scale_y - 0.5]], dtype=np.float64)
+
+
 def load_as_fashion_mnist(path, size=28, margin=0) -> np.ndarray:
     return to_fashion_mnist(read_image(path), size=size, margin=margin, name=str(Path(path)))

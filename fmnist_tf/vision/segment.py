@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from fmnist_tf.vision.preprocess import border_pixels, fit_square
+from fmnist_tf.vision.preprocess import border_pixels, fit_square, plain_resize, to_grey
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,16 @@ class SegmentSettings:
 @dataclass
 class Segmentation:
     boxes: list            # (x0, y0, x1, y1) in frame pixels
-    crops: np.ndarray      # uint8 [N, size, size], light item on black
+    crops: np.ndarray      # uint8 [N, size, size], as the model's training images look
     light_background: bool
+
+
+def whole_frame(frame, size=28) -> Segmentation:
+    """The whole frame as one item, prepared as image folders' models were trained (see
+    `fmnist_tf.data.folders.folder_image`): grey, plainly resized to `size` x `size`."""
+    height, width = frame.shape[:2]
+    return Segmentation([(0, 0, width, height)], plain_resize(to_grey(frame), size)[np.newaxis],
+                        light_background=False)
 
 
 def _ellipse(side):
