@@ -2,11 +2,11 @@
 
 Keras 3's `model.fit` is broken under MultiWorkerMirroredStrategy (keras-team/keras#20585,
 tensorflow/tensorflow#72388), so `distributed_fit` is our own loop: each worker builds its own input
-pipeline of its replicas' parts of every global batch (`strategy.distribute_datasets_from_function`:
-`experimental_distribute_dataset`'s DATA auto-sharding would rebuild the pipeline from a serialized
-graph, a second copy of the in-memory images, and make every worker read every batch), each
-replica's step runs under `strategy.run`, and the gradients are summed across every worker by the
-optimizer (`apply_gradients` all-reduces them in replica context). It drives the same callbacks as `model.fit`, so the run directory is the same.
+pipeline of its replicas' parts of every global batch (`strategy.distribute_datasets_from_function`;
+with `experimental_distribute_dataset`, the DATA auto-sharding that in-memory data needs has every
+worker gather and convert every global batch, then drop the other workers' parts), each replica's
+step runs under `strategy.run`, and the gradients are summed across every worker by the optimizer
+(`apply_gradients` all-reduces them in replica context). It drives the same callbacks as `model.fit`, so the run directory is the same.
 
 Every worker runs the whole program (same data, same callbacks); the run directory is written by the
 chief only (worker 0, or the `chief` task if the cluster names one). The others write their callbacks'
