@@ -3,8 +3,9 @@
 Importing this module registers the mode (`create_mode("cam", explainer, min_probability=...)`);
 `explainer` is a `fmnist_tf.cam.CamExplainer` (`fmnist_tf.cam.open_explainer(run)`: a Keras model,
 since exported models have no gradients to read). Per frame: `preprocess` segments the items exactly
-as the classify mode does (or takes the whole frame, for a model trained on an image folder); `infer` runs ONE explainer call on all 28x28 crops (probabilities and
-maps), warps each map into its item's box through the crop's geometry and boxes it there; `draw`
+as the classify mode does (or takes the whole frame, for a model trained on an image folder); `infer`
+runs ONE explainer call on all 28x28 crops (probabilities and maps), warps each map into its item's
+box through the crop's geometry (`crop_affine`) and boxes it there; `draw`
 blends the JET heat maps (0.3 heat / 0.5 frame), draws what the classify mode draws, then the CAM
 boxes (yellow).
 

@@ -207,20 +207,16 @@ def per_example_loss(loss):
 
 def weighted_scores(matrix):
     """accuracy and support-weighted precision/recall/F1 of a confusion matrix (rows: true class),
-    as `fmnist_tf.train.metrics.WeightedScore` computes them."""
-    matrix = np.asarray(matrix, dtype=np.float64)
-    total = matrix.sum()
-    tp, support, predicted = np.diag(matrix), matrix.sum(axis=1), matrix.sum(axis=0)
-    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
-    denominator = precision + recall
-    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    by `fmnist_tf.evaluate.scores.classification_scores` on the (true, predicted) pairs it counts."""
+    from fmnist_tf.evaluate.scores import classification_scores
 
-    def weighted(values):
-        return float((values * support).sum() / total) if total else 0.0
-
-    return {"accuracy": float(tp.sum() / total) if total else 0.0,
-            "precision": weighted(precision), "recall": weighted(recall), "f1": weighted(f1)}
+    matrix = np.rint(np.asarray(matrix)).astype(np.int64)
+    if not matrix.sum():
+        return {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+    true, predicted = np.nonzero(matrix)
+    counts = matrix[true, predicted]
+    scores = classification_scores(np.repeat(true, counts), np.repeat(predicted, counts), len(matrix))
+    return {key: scores[key] for key in ("accuracy", "precision", "recall", "f1")}
 
 
 def _output_width(model):
