@@ -1,5 +1,7 @@
-"""Issue 6 end to end through the CLI: 1-epoch runs of vgg_rescam, efficientnet_b0 and deep that
-`evaluate`, `predict`, `cam` and `realtime --mode cam` accept."""
+"""Issue 6 end to end through the CLI: 1-epoch runs of vgg_rescam (true CAM) and deep (Grad-CAM)
+that `evaluate`, `predict`, `cam` and `realtime --mode cam` accept. efficientnet_b0 takes the same
+paths; its training step, safe-mode reload and Grad-CAM layer are tested in test_efficientnet and
+test_cam (a 1-epoch CLI run of it costs ~75 s of tracing, an eighth of the suite)."""
 
 import json
 
@@ -11,10 +13,9 @@ from tests.test_realtime import frame_with_items, write_video
 
 RUNS = {
     "vgg_rescam": ["--width", "0.0625"],
-    "efficientnet_b0": ["--width", "0.25", "--input-size", "32"],
     "deep": ["--width", "0.125"],
 }
-METHOD = {"vgg_rescam": "cam", "efficientnet_b0": "grad-cam", "deep": "grad-cam"}
+METHOD = {"vgg_rescam": "cam", "deep": "grad-cam"}
 
 
 @pytest.fixture(scope="module", params=sorted(RUNS))

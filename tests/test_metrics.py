@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import precision_recall_fscore_support
@@ -31,3 +32,18 @@ def test_classification_scores_class_accuracy():
     scores = classification_scores(y_true, y_pred, 4)
     assert scores["class_accuracy"] == [0.5, 1.0, 0.0, 0.0]
     assert scores["accuracy"] == 0.5 and scores["recall"] == 0.5
+
+
+@pytest.mark.parametrize("rates", [[0.0], [0.1, 0.05, 0.0]], ids=["one-epoch", "three-epochs"])
+def test_training_curves_of_a_cosine_run_that_ends_at_zero_learning_rate(rates, tmp_path):
+    """A log LR axis cannot show the final 0 of a cosine schedule: the plot must not warn."""
+    import warnings
+
+    from fmnist_tf.evaluate.plots import save_training_curves
+
+    rows = [{"epoch": str(e), "loss": str(1.0 / (e + 1)), "val_loss": "0.5", "learning_rate": str(lr),
+             "epoch_seconds": "2.0"} for e, lr in enumerate(rates)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        save_training_curves(rows, ["a", "b"], tmp_path / "curves.png")
+    assert (tmp_path / "curves.png").stat().st_size > 0

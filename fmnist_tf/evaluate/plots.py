@@ -47,8 +47,13 @@ def save_training_curves(history_rows, class_names, path):
     ax.set_xlabel("epoch")
     if len(class_names) <= 20:  # a longer legend would hide the plot
         ax.legend(fontsize=7)
-    axes.flat[6].plot(epochs, column("learning_rate"), marker="o")
-    axes.flat[6].set_yscale("log")
+    rates = np.asarray(column("learning_rate"))
+    axes.flat[6].plot(epochs, rates, marker="o")
+    positive = rates[rates > 0]
+    if len(positive) == len(rates):
+        axes.flat[6].set_yscale("log")
+    elif len(positive):  # a cosine schedule ends at 0, which a log axis would drop
+        axes.flat[6].set_yscale("symlog", linthresh=positive.min())
     axes.flat[6].set_title("learning rate")
     axes.flat[7].bar(epochs, column("epoch_seconds"))
     axes.flat[7].set_title("seconds per epoch (training)")
