@@ -7,7 +7,7 @@ Makes the canvases with `fmnist-tf detect-data` settings (train canvases from tr
 from the held-out items, test from the test split) unless the folder exists, trains with
 configs/tinyyolov3.yaml plus the overrides given here, stops after the last epoch that fits in the
 budget, then evaluates best.keras (chosen by validation mAP@0.5) on the test canvases.
-Writes bench/results/detect_accuracy-<preset>.json.
+Writes bench/results/detect_accuracy-<preset>[-<label>].json.
 """
 
 import argparse
@@ -42,6 +42,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--budget-minutes", type=float, default=90.0)
     parser.add_argument("--results", default="bench/results")
+    parser.add_argument("--label", help="names the variant in the result file, e.g. 16k")
     args = parser.parse_args()
 
     folder = Path(args.canvases or f"datasets/bench-{args.preset}")
@@ -59,7 +60,8 @@ def main():
     scores = evaluate_detector(run_dir, data=folder, split="test")
     history = read_history(run_dir / "history.csv")
     result = {
-        "preset": args.preset, "canvases": {"train": args.n_train, "val": args.n_val, "test": args.n_test},
+        "preset": args.preset, "label": args.label,
+        "canvases": {"train": args.n_train, "val": args.n_val, "test": args.n_test},
         "config_overrides": overrides, "epochs_trained": len(history), "run_dir": str(run_dir),
         "test_map50": scores["map50"], "test_map50_95": scores["map50_95"],
         "test_ap50_class_agnostic": scores["ap50_agnostic"],
@@ -68,7 +70,8 @@ def main():
         "mean_epoch_seconds": sum(float(r["epoch_seconds"]) for r in history) / len(history),
         "machine": describe_machine(),
     }
-    atomic_write_json(Path(args.results) / f"detect_accuracy-{args.preset}.json", result)
+    suffix = f"-{args.label}" if args.label else ""
+    atomic_write_json(Path(args.results) / f"detect_accuracy-{args.preset}{suffix}.json", result)
     print(json.dumps(result, indent=2))
 
 
