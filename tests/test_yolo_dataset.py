@@ -1,5 +1,7 @@
 """The YOLO tf.data pipeline (yolo.dataset): letterbox, targets, augmentation, errors."""
 
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -182,6 +184,26 @@ def test_flip_mirrors_image_and_boxes():
             np.testing.assert_allclose(flipped_boxes[0], [SIZE - x1, y0, SIZE - x0, y1, cls], atol=1e-4)
 
 
+@pytest.mark.parametrize("flip, mirrored_share", [(True, (0.3, 0.7)), (False, (0.0, 0.0))])
+def test_the_configs_flip_switch_mirrors_about_half_the_canvases(flip, mirrored_share):
+    """`flip: true` in a config means random flips, not mirroring every canvas."""
+    from fmnist_tf.config import load_config
+    from yolo.train import training_augmentation
+
+    settings = training_augmentation(load_config("tinyyolov3", {"flip": flip}))
+    image, boxes = rectangle_image()
+    mirrored = 0
+    for seed in range(60):  # the draws do not depend on flip, so each output is one of the two
+        rng_seed = tf.constant([seed, 3], tf.int64)
+        out, keep, mirror = (augment_example(image, boxes, rng_seed, SIZE, s)[0].numpy() for s in
+                             (settings, replace(settings, flip=0.0), replace(settings, flip=1.0)))
+        assert np.array_equal(out, keep) or np.array_equal(out, mirror)
+        mirrored += not np.array_equal(out, keep)
+    low, high = mirrored_share
+    assert low * 60 <= mirrored <= high * 60, mirrored
+    assert training_augmentation(load_config("tinyyolov3", {"augment": False})) is None
+
+
 def test_boxes_that_leave_the_canvas_are_dropped():
     image, boxes = rectangle_image()
     corner = tf.constant([[0, 0, 4, 4, 1], [40, 30, 100, 80, 3]], tf.float32)  # a 4 px box at the corner
@@ -217,7 +239,7 @@ def test_training_without_augmentation_shuffles_the_same_examples(multi):
 
 
 def test_augment_settings_are_checked():
-    for bad in ({"scale": (1.2, 0.8)}, {"aspect": (0, 1)}, {"flip": 2}, {"hue": 0.7}, {"saturation": 0.5},
+    for bad in ({"scale": (1.2, 0.8)}, {"aspect": (0, 1)}, {"flip": 2}, {"flip": True}, {"hue": 0.7}, {"saturation": 0.5},
                 {"min_visible": 1.5}, {"scale": (0.5,)}, {"hue": "lots"}, {"aspect": 1.0}):
         with pytest.raises(ConfigError):
             AugmentSettings(**bad)

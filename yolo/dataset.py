@@ -63,6 +63,9 @@ class AugmentSettings:
 
 def _coerce_numbers(settings):
     """Floats, and tuples for the ranges (a YAML config gives lists, which would break hashing)."""
+    for name in ("flip", "hue", "saturation", "value", "min_box_side", "min_visible"):
+        if isinstance(getattr(settings, name), bool):  # float(True) is 1.0: flip=True would mirror every image
+            raise ConfigError(f"augmentation setting {name} is a number, not {getattr(settings, name)!r}")
     try:
         for name in ("scale", "aspect"):
             object.__setattr__(settings, name, tuple(float(v) for v in getattr(settings, name)))

@@ -150,6 +150,15 @@ def validation_data(folder, split, settings, batch_size):
     return dataset, gt, image_ids, image_sizes
 
 
+def training_augmentation(config: TrainConfig):
+    """The config's `augment` and `flip` switches as AugmentSettings, or None for no augmentation.
+    AugmentSettings.flip is a probability: passing the switch itself (True, i.e. 1.0) mirrored every
+    training canvas, and the detector then missed un-mirrored shoes at test time."""
+    if not config.augment:
+        return None
+    return AugmentSettings() if config.flip else AugmentSettings(flip=0.0)
+
+
 def train_detector(config: TrainConfig, *, data=None, out=None, resume=None, verbose=None, callbacks=(),
                    strategy=None) -> Path:
     """Train TinyYoloV3 on a detect-data folder; returns the run directory. The model is built,
@@ -166,7 +175,7 @@ def train_detector(config: TrainConfig, *, data=None, out=None, resume=None, ver
     settings = detector_settings(config, folder)
     anchors = np.asarray(settings["anchors"], np.float32)
     size, classes, masks = settings["input_size"], settings["num_classes"], settings["masks"]
-    augment = AugmentSettings(flip=config.flip) if config.augment else None
+    augment = training_augmentation(config)
     train_ds = detection_dataset(folder / "train.txt", size, anchors, masks, classes, config.batch_size,
                                  training=True, augment=augment, seed=config.seed)
     val_ds, gt, image_ids, image_sizes = validation_data(folder, "val", settings, config.batch_size)
