@@ -61,15 +61,18 @@ class AugmentSettings:
             raise ConfigError(f"augmentation settings: {problem}")
 
 
+SCALAR_SETTINGS = ("flip", "hue", "saturation", "value", "min_box_side", "min_visible")
+
+
 def _coerce_numbers(settings):
     """Floats, and tuples for the ranges (a YAML config gives lists, which would break hashing)."""
-    for name in ("flip", "hue", "saturation", "value", "min_box_side", "min_visible"):
+    for name in SCALAR_SETTINGS:
         if isinstance(getattr(settings, name), bool):  # float(True) is 1.0: flip=True would mirror every image
             raise ConfigError(f"augmentation setting {name} is a number, not {getattr(settings, name)!r}")
     try:
         for name in ("scale", "aspect"):
             object.__setattr__(settings, name, tuple(float(v) for v in getattr(settings, name)))
-        for name in ("flip", "hue", "saturation", "value", "min_box_side", "min_visible"):
+        for name in SCALAR_SETTINGS:
             object.__setattr__(settings, name, float(getattr(settings, name)))
     except (TypeError, ValueError):
         raise ConfigError(f"augmentation settings must be numbers, with scale and aspect as (low, high) "
