@@ -25,12 +25,13 @@ from train_throughput import images_per_second  # noqa: E402
 
 from fmnist_tf.config import load_config  # noqa: E402
 from fmnist_tf.data.fashion_mnist import load_split  # noqa: E402
-from fmnist_tf.data.pipeline import make_dataset, standardization_stats  # noqa: E402
+from fmnist_tf.data.pipeline import make_dataset  # noqa: E402
+from fmnist_tf.data.prepare import standardization_stats  # noqa: E402
 from fmnist_tf.fileio import atomic_write_json  # noqa: E402
 from fmnist_tf.models import create_model  # noqa: E402
 from fmnist_tf.models.flops import training_flops  # noqa: E402
 from fmnist_tf.train.distribute import split_cpu, training_context  # noqa: E402
-from fmnist_tf.train.fit import compile_classifier, model_settings  # noqa: E402
+from fmnist_tf.train.recipe import compile_classifier, model_settings  # noqa: E402
 
 VARIANTS = {"default": {"strategy": "default"}, "mirrored": {"strategy": "mirrored", "devices": 2},
             "xla": {"strategy": "default", "jit_compile": True}, "bf16": {"strategy": "default", "mixed_precision": True}}

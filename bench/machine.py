@@ -2,6 +2,7 @@
 several paths in alternating rounds (so this noisy machine's slow spells hit them alike), a training
 time budget, and `--set KEY=VALUE` config overrides."""
 
+import argparse
 import os
 import platform
 import statistics
@@ -21,11 +22,33 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
-def describe_machine():
-    import tensorflow as tf
+def accelerators():
+    """Names of the GPUs the Keras backend sees."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
-            "tensorflow": tf.__version__, "gpus": len(tf.config.list_physical_devices("GPU"))}
+        return [gpu.name for gpu in tf.config.list_physical_devices("GPU")]
+    if backend == "jax":
+        import jax
+
+        return [device.device_kind for device in jax.devices() if device.platform == "gpu"]
+    if backend == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return []
+
+
+def describe_machine():
+    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
+               "keras_backend": keras.backend.backend(), "keras": keras.__version__}
+    if machine["keras_backend"] == "tensorflow":
+        import tensorflow as tf
+
+        machine["tensorflow"] = tf.__version__
+    names = accelerators()
+    return {**machine, "gpus": len(names), "gpu_names": names}
 
 
 def alternating_rounds(paths, rounds, label="", unit="/s"):
@@ -75,3 +98,25 @@ def parse_settings(pairs):
             raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
         settings[key.strip()] = value.strip()
     return settings
+
+
+def training_run_parser(description, models_help):
+    """The arguments every accuracy benchmark takes: config names, data, results folder, `--set`
+    overrides named by `--label`, and a time budget."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", help=models_help)
+    parser.add_argument("--data", help="Fashion-MNIST folder (default: $FMNIST_DATA_DIR)")
+    parser.add_argument("--results", default="bench/results", help="folder for the JSON results")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. width=0.25")
+    parser.add_argument("--label", help="names the variant in the result file (needed with --set)")
+    parser.add_argument("--budget-minutes", type=float, default=None, help="stop before overrunning this")
+    return parser
+
+
+def parse_training_run(parser):
+    """(args, config overrides, result-file suffix); `--set` without `--label` is refused."""
+    args = parser.parse_args()
+    settings = parse_settings(args.set)
+    if settings and not args.label:
+        parser.error("--set changes the default config: name the variant with --label")
+    return args, settings, f"-{args.label}" if args.label else ""

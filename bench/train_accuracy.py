@@ -12,14 +12,13 @@ these). An embedding's test accuracy is its kNN accuracy (`fmnist-tf evaluate`).
 stops training before an epoch that would overrun the budget.
 """
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import TimeBudget, describe_machine, parse_settings  # noqa: E402
+from machine import TimeBudget, describe_machine, parse_training_run, training_run_parser  # noqa: E402
 
 from fmnist_tf.config import load_config  # noqa: E402
 from fmnist_tf.evaluate.report import evaluate  # noqa: E402
@@ -29,18 +28,8 @@ from fmnist_tf.train.fit import train  # noqa: E402
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", help="config names, e.g. baseline deep")
-    parser.add_argument("--data", help="Fashion-MNIST folder (default: $FMNIST_DATA_DIR)")
-    parser.add_argument("--results", default="bench/results", help="folder for the JSON results")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. width=0.25")
-    parser.add_argument("--label", help="names the variant in the result file (needed with --set)")
-    parser.add_argument("--budget-minutes", type=float, default=None, help="stop before overrunning this")
-    args = parser.parse_args()
-    settings = parse_settings(args.set)
-    if settings and not args.label:
-        parser.error("--set changes the default config: name the variant with --label")
-    suffix = f"-{args.label}" if args.label else ""
+    parser = training_run_parser(__doc__, "config names, e.g. baseline deep")
+    args, settings, suffix = parse_training_run(parser)
     for name in args.models:
         config = load_config(name, settings)
         run_dir = Path("runs") / f"bench-{name}{suffix}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -59,7 +59,7 @@ def train_plain(config, data, at_start):
     import keras
     import numpy as np
 
-    from fmnist_tf.data.pipeline import split_train_val, standardization_stats
+    from fmnist_tf.data.prepare import split_train_val, standardization_stats
     from fmnist_tf.data.sources import load_labelled_split
     from fmnist_tf.models.registry import create_model
 

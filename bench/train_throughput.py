@@ -29,11 +29,12 @@ from machine import alternating_rounds, describe_machine, parse_settings  # noqa
 
 from fmnist_tf.config import load_config, make_config  # noqa: E402
 from fmnist_tf.data.fashion_mnist import load_split  # noqa: E402
-from fmnist_tf.data.pipeline import augmentation_layers, make_dataset, standardization_stats  # noqa: E402
+from fmnist_tf.data.pipeline import make_dataset  # noqa: E402
+from fmnist_tf.data.prepare import augmentation_layers, standardization_stats  # noqa: E402
 from fmnist_tf.fileio import atomic_write_json  # noqa: E402
 from fmnist_tf.models import create_model  # noqa: E402
 from fmnist_tf.models.flops import training_flops  # noqa: E402
-from fmnist_tf.train.fit import compile_classifier, model_settings  # noqa: E402
+from fmnist_tf.train.recipe import compile_classifier, model_settings  # noqa: E402
 
 PATHS = ("plain", "ours", "pydataset", "generator", "ours+aug")
 

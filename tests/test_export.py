@@ -8,7 +8,8 @@ import pytest
 
 from fmnist_tf import export
 from fmnist_tf.data.fashion_mnist import CLASS_NAMES, load_split
-from fmnist_tf.data.pipeline import standardization_stats, to_model_input
+from fmnist_tf.data.pipeline import to_model_input
+from fmnist_tf.data.prepare import standardization_stats
 from fmnist_tf.errors import DataError, FmnistError, ModelFileError
 from fmnist_tf.export import export_model, format_export_report
 from fmnist_tf.inference import open_classifier

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from fmnist_tf.config import make_config
-from fmnist_tf.data.pipeline import augmentation_layers, make_dataset, split_train_val, standardization_stats
+from fmnist_tf.data.pipeline import make_dataset
+from fmnist_tf.data.prepare import augmentation_layers, split_train_val, standardization_stats
 from fmnist_tf.models import create_model
 from tests.conftest import synthetic_items
 
@@ -114,7 +115,8 @@ def test_worker_shards_cover_every_global_batch_once(replicas, workers):
 MEMORY_PROBE = """
 import numpy as np, tensorflow as tf
 from fmnist_tf.config import make_config
-from fmnist_tf.data.pipeline import augmentation_layers, make_dataset
+from fmnist_tf.data.pipeline import make_dataset
+from fmnist_tf.data.prepare import augmentation_layers
 
 def resident_mib():
     with open("/proc/self/status") as handle:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fmnist_tf.data.fashion_mnist import load_split
-from fmnist_tf.data.pipeline import split_train_val
+from fmnist_tf.data.prepare import split_train_val
 
 pytestmark = pytest.mark.realdata
 REAL = os.environ.get("FMNIST_DATA_DIR")

@@ -49,3 +49,13 @@ def test_vgg_config_is_the_reference_recipe():
     assert (config.optimizer, config.learning_rate, config.momentum, config.weight_decay) == ("sgd", 1e-3, 0.9, 5e-4)
     assert (config.schedule, config.step_every, config.step_factor) == ("step", 7, 0.1)
     assert (config.batch_size, config.epochs, config.flip, config.vertical_flip, config.erasing) == (8, 35, True, True, 0.5)
+
+
+def test_both_branches_start_from_pytorchs_linear_init():
+    # Keras' wider Glorot default made the product head diverge under the reference recipe.
+    model = create_model("vgg_rescam", width=0.125)
+    for name in ("fc1", "fc2", FC_LOGITS, CAM_LOGITS):
+        kernel = np.asarray(model.get_layer(name).kernel)
+        bound = 1 / np.sqrt(kernel.shape[0])
+        assert np.abs(kernel).max() <= bound
+        assert kernel.std() == pytest.approx(bound / np.sqrt(3), rel=0.1)

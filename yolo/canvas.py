@@ -418,7 +418,7 @@ def synthesize_fashion_mnist_canvases(out_dir, counts, preset=DEFAULT_PRESET, se
     """`fmnist-tf detect-data`: training canvases from the training items, val canvases from the
     held-out validation items (the classifiers' split, same seed) and test canvases from the test split."""
     from fmnist_tf.data.fashion_mnist import load_split
-    from fmnist_tf.data.pipeline import split_train_val
+    from fmnist_tf.data.prepare import split_train_val
 
     images, labels = load_split("train", data)
     train_items, val_items = split_train_val(images, labels, val_fraction, seed)

@@ -16,7 +16,8 @@ from fmnist_tf.config import TrainConfig, config_to_yaml
 from fmnist_tf.errors import ConfigError, DataError
 from fmnist_tf.fileio import atomic_write_json, atomic_write_text
 from fmnist_tf.models.registry import builder_options
-from fmnist_tf.train.fit import fit_run, jit_setting, make_optimizer, open_run, restore_backup, run_callbacks
+from fmnist_tf.train.fit import fit_run, open_run, restore_backup, run_callbacks
+from fmnist_tf.train.recipe import jit_setting, make_optimizer
 from yolo.annotations import read_annotations
 from yolo.boxes import DEFAULT_ANCHORS, DEFAULT_MASKS, check_input_size, kmeans_anchors, scale_anchors
 from yolo.coco_eval import coco_map, detections_from_arrays

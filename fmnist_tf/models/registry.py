@@ -43,7 +43,11 @@ def register(name, task="classify"):
 
 def _load_families():
     for module in _FAMILIES:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != "tensorflow":  # the detector needs TensorFlow; classifiers take any backend
+                raise
 
 
 def model_names():

@@ -39,7 +39,7 @@ class WeightedScore(keras.metrics.Metric):
         return ops.divide_no_nan(ops.sum(per_class * support), ops.sum(support))
 
     def reset_state(self):
-        self.matrix.assign(ops.zeros_like(self.matrix))
+        self.matrix.assign(ops.zeros(self.matrix.shape, self.matrix.dtype))  # zeros_like fails on JAX variables
 
     def get_config(self):
         return {**super().get_config(), "score": self.score, "num_classes": self.num_classes}
