@@ -68,8 +68,7 @@ def train_and_test(config, data, budget_minutes, steps_per_execution):
     steps_per_epoch = -(-len(train_idx) // config.batch_size)
     compile_classifier(model, config, steps_per_epoch, NUM_CLASSES)
     model.steps_per_execution = steps_per_execution
-    validation = ValidationReport(scaled(images[val_idx]), labels[val_idx],
-                                  keras.losses.CategoricalCrossentropy(), NUM_CLASSES)
+    validation = ValidationReport(scaled(images[val_idx]), labels[val_idx], model.loss, NUM_CLASSES)
     keep_best = keras.callbacks.EarlyStopping("val_f1", mode="max", patience=config.epochs + 1,
                                               restore_best_weights=True)
     budget = [TimeBudget(budget_minutes * 60)] if budget_minutes else []
