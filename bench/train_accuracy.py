@@ -9,7 +9,8 @@
 
 Writes bench/results/train_accuracy-<model>[-<label>].json (the README's accuracy rows come from
 these). An embedding's test accuracy is its kNN accuracy (`fmnist-tf evaluate`). `--set` changes the default config (a labelled, CPU-sized variant); `--budget-minutes`
-stops training before an epoch that would overrun the budget.
+stops training before an epoch that would overrun the budget; `--flip-tta` also reports the test
+accuracy with flip test-time augmentation (`fmnist-tf evaluate --flip-tta`).
 """
 
 import json
@@ -29,6 +30,8 @@ from fmnist_tf.train.fit import train  # noqa: E402
 
 def main():
     parser = training_run_parser(__doc__, "config names, e.g. baseline deep")
+    parser.add_argument("--flip-tta", action="store_true",
+                        help="also score best.keras with flip test-time augmentation (into RUN/flip-tta)")
     args, settings, suffix = parse_training_run(parser)
     for name in args.models:
         config = load_config(name, settings)
@@ -38,12 +41,14 @@ def main():
         train(config, data=args.data, out=run_dir, verbose=2, callbacks=budget)
         train_minutes = (time.perf_counter() - start) / 60
         metrics = evaluate(run_dir, data=args.data)
+        flip_tta = evaluate(run_dir, data=args.data, out=run_dir / "flip-tta", flip_tta=True) if args.flip_tta else None
         history = read_history(run_dir / "history.csv")
         monitor = "val_knn_accuracy" if "val_knn_accuracy" in history[0] else "val_f1"  # what picked best.keras
         result = {
             "config": name, "settings": settings, "label": args.label, "epochs": config.epochs,
             "epochs_trained": len(history), "budget_minutes": args.budget_minutes, "run_dir": str(run_dir),
             "test_accuracy": metrics["accuracy"], "test_accuracy_by": "kNN" if "knn_k" in metrics else "classifier", "test_f1": metrics["f1"],
+            **({"test_accuracy_flip_tta": flip_tta["accuracy"], "test_f1_flip_tta": flip_tta["f1"]} if flip_tta else {}),
             f"best_{monitor}": max(float(row[monitor]) for row in history),
             "train_wall_minutes": round(train_minutes, 2),
             "mean_epoch_seconds": sum(float(r["epoch_seconds"]) for r in history) / len(history),

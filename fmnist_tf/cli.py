@@ -101,12 +101,16 @@ def build_parser():
 
     evaluate = add("evaluate", "score a run or model on the test split; print tables, save metrics.json and plots",
                    _examples(f"{PROG} evaluate runs/smoke", f"{PROG} evaluate model.keras --out eval/",
+                             f"{PROG} evaluate runs/smoke --flip-tta --out runs/smoke/flip-tta",
                              f"{PROG} evaluate runs/tinyyolov3-20261124-101500   (a detector: COCO mAP on "
                              "the test canvases, per-class table, PR curves)"))
     evaluate.add_argument("model", metavar="RUN_DIR_OR_MODEL")
     evaluate.add_argument("--data", help=DATA_HELP)
     evaluate.add_argument("--out", help="where metrics.json and plots/ go (default: the run directory)")
     evaluate.add_argument("--batch-size", type=positive_int, default=256)
+    evaluate.add_argument("--flip-tta", action="store_true",
+                          help="test-time augmentation: average each prediction with that of the mirror "
+                               "image (for data whose classes survive a horizontal flip, as Fashion-MNIST's)")
 
     predict = add("predict", "classify image files (PNG/JPEG, any size, colour or grey, any background)",
                   _examples(f"{PROG} predict runs/smoke shirt.png boot.jpg",
@@ -257,9 +261,11 @@ def cmd_evaluate(args):
     from yolo.evaluate import evaluate_detector, is_detector_run
 
     if is_detector_run(args.model):
+        if args.flip_tta:
+            raise FmnistError("--flip-tta applies to classifiers and embeddings, not to a detector")
         evaluate_detector(args.model, data=args.data, out=args.out)
     else:
-        evaluate(args.model, data=args.data, out=args.out, batch_size=args.batch_size)
+        evaluate(args.model, data=args.data, out=args.out, batch_size=args.batch_size, flip_tta=args.flip_tta)
 
 
 def cmd_detect_anchors(args):

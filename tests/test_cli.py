@@ -172,3 +172,18 @@ def test_same_seed_gives_the_same_run(tiny_data, tmp_path):
                      "--epochs", "2", "--seed", "3", *TINY]) == 0
         histories.append([(r["loss"], r["val_loss"]) for r in read_history(tmp_path / name / "history.csv")])
     assert histories[0] == histories[1]
+
+
+def test_evaluate_with_flip_tta_records_it_and_leaves_the_plain_metrics(trained_run, tiny_data, tmp_path, capsys):
+    out_dir = tmp_path / "flip-tta"
+    plain_metrics = trained_run / "metrics.json"
+    before = plain_metrics.read_bytes() if plain_metrics.exists() else None
+    code, out, _ = run_cli(["evaluate", trained_run, "--data", tiny_data, "--flip-tta", "--out", out_dir], capsys)
+    assert code == 0 and "flip-TTA accuracy" in out
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["flip_tta"] is True and metrics["test_size"] == 100
+    rows = (out_dir / "test_predictions.csv").read_text().splitlines()
+    assert len(rows) == 101 and rows[0].startswith("index,label,predicted")
+    right = sum(row.split(",")[1] == row.split(",")[2] for row in rows[1:])
+    assert right / 100 == pytest.approx(metrics["accuracy"])
+    assert (plain_metrics.read_bytes() if plain_metrics.exists() else None) == before

@@ -47,3 +47,63 @@ def test_training_curves_of_a_cosine_run_that_ends_at_zero_learning_rate(rates, 
         warnings.simplefilter("error")
         save_training_curves(rows, ["a", "b"], tmp_path / "curves.png")
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def _tiny_model(embedding):
+    import keras
+
+    inputs = keras.Input((6, 5, 1))
+    x = keras.layers.Flatten()(inputs)
+    if embedding:
+        outputs = keras.layers.UnitNormalization(name="embedding")(keras.layers.Dense(4)(x))
+    else:
+        outputs = keras.layers.Dense(3, activation="softmax")(x)
+    keras.utils.set_random_seed(3)
+    return keras.Model(inputs, outputs)
+
+
+def test_flip_tta_averages_the_image_and_its_left_right_mirror():
+    from fmnist_tf.evaluate.report import predict_flip_averaged
+
+    model = _tiny_model(embedding=False)
+    images = np.random.default_rng(0).integers(0, 256, (7, 6, 5), dtype=np.uint8)
+    plain = predict_flip_averaged(model, images, 4, flip_tta=False)
+    mirrored = predict_flip_averaged(model, images[:, :, ::-1].copy(), 4, flip_tta=False)
+    averaged = predict_flip_averaged(model, images, 4, flip_tta=True)
+    np.testing.assert_allclose(averaged, (plain + mirrored) / 2, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(averaged, plain)  # the mirror image really changed the prediction
+    np.testing.assert_allclose(averaged.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_flip_tta_embeddings_stay_unit_vectors():
+    from fmnist_tf.evaluate.report import predict_flip_averaged
+
+    images = np.random.default_rng(1).integers(0, 256, (5, 6, 5), dtype=np.uint8)
+    embeddings = predict_flip_averaged(_tiny_model(embedding=True), images, 4, flip_tta=True)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+
+
+def test_paired_comparison_counts_disagreements_and_mcnemar_p():
+    from fmnist_tf.evaluate.scores import paired_comparison
+
+    labels = np.array([0, 1, 2, 3, 4, 5, 6, 7])
+    a = np.array([0, 1, 2, 3, 4, 5, 0, 0])  # right on 6
+    b = np.array([0, 1, 9, 9, 9, 9, 6, 0])  # right on 3
+    result = paired_comparison(labels, a, b)
+    assert result["accuracy_a"] == 6 / 8 and result["accuracy_b"] == 3 / 8
+    assert (result["only_a_right"], result["only_b_right"]) == (4, 1)
+    assert result["mcnemar_exact_p"] == pytest.approx(2 * 6 / 32)  # P(X <= 1) + P(X >= 4), X ~ Bin(5, .5)
+    assert paired_comparison(labels, a, a)["mcnemar_exact_p"] == 1.0
+
+
+def test_test_predictions_round_trip_with_commas_in_class_names(tmp_path):
+    from fmnist_tf.errors import FmnistError
+    from fmnist_tf.evaluate.report import read_test_predictions, save_test_predictions
+
+    path = tmp_path / "test_predictions.csv"
+    save_test_predictions(np.array([1, 0, 1]), np.array([1, 1, 0]), ["goldfish, Carassius auratus", "cat"], path)
+    labels, predicted = read_test_predictions(path)
+    assert labels.tolist() == [1, 0, 1] and predicted.tolist() == [1, 1, 0]
+    (tmp_path / "bad.csv").write_text("index,label\n0,cat\n")
+    with pytest.raises(FmnistError, match="bad.csv"):
+        read_test_predictions(tmp_path / "bad.csv")
