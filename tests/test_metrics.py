@@ -63,23 +63,23 @@ def _tiny_model(embedding):
 
 
 def test_flip_tta_averages_the_image_and_its_left_right_mirror():
-    from fmnist_tf.evaluate.report import predict_flip_averaged
+    from fmnist_tf.evaluate.report import model_outputs
 
     model = _tiny_model(embedding=False)
     images = np.random.default_rng(0).integers(0, 256, (7, 6, 5), dtype=np.uint8)
-    plain = predict_flip_averaged(model, images, 4, flip_tta=False)
-    mirrored = predict_flip_averaged(model, images[:, :, ::-1].copy(), 4, flip_tta=False)
-    averaged = predict_flip_averaged(model, images, 4, flip_tta=True)
+    plain = model_outputs(model, images, 4, flip_tta=False)
+    mirrored = model_outputs(model, images[:, :, ::-1].copy(), 4, flip_tta=False)
+    averaged = model_outputs(model, images, 4, flip_tta=True)
     np.testing.assert_allclose(averaged, (plain + mirrored) / 2, rtol=1e-5, atol=1e-6)
     assert not np.allclose(averaged, plain)  # the mirror image really changed the prediction
     np.testing.assert_allclose(averaged.sum(axis=1), 1.0, rtol=1e-5)
 
 
 def test_flip_tta_embeddings_stay_unit_vectors():
-    from fmnist_tf.evaluate.report import predict_flip_averaged
+    from fmnist_tf.evaluate.report import model_outputs
 
     images = np.random.default_rng(1).integers(0, 256, (5, 6, 5), dtype=np.uint8)
-    embeddings = predict_flip_averaged(_tiny_model(embedding=True), images, 4, flip_tta=True)
+    embeddings = model_outputs(_tiny_model(embedding=True), images, 4, flip_tta=True)
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
 
 

@@ -68,7 +68,7 @@ def save_evaluation_cam_grid(model, images, labels, class_names, path):
         return None
 
 
-def predict_flip_averaged(model, images, batch_size, flip_tta):
+def model_outputs(model, images, batch_size, flip_tta=False):
     """`model`'s outputs for uint8 `images`; with `flip_tta`, the mean of the outputs for each image
     and its mirror image (test-time augmentation; only for data whose classes survive a horizontal
     flip, as Fashion-MNIST's do). An embedding mean is put back on the unit sphere."""
@@ -107,7 +107,7 @@ def evaluate(run_or_model, *, data=None, out=None, batch_size=256, flip_tta=Fals
                                                 class_names, plots / "tsne.png", flip_tta)
         probabilities = None
     else:
-        probabilities = predict_flip_averaged(model, images, batch_size, flip_tta)
+        probabilities = model_outputs(model, images, batch_size, flip_tta)
         predicted, extra = probabilities.argmax(axis=1), {}
     scores = classification_scores(labels, predicted, len(class_names))
     table = per_class_table(labels, predicted, class_names)
@@ -132,13 +132,13 @@ def evaluate(run_or_model, *, data=None, out=None, batch_size=256, flip_tta=Fals
     return metrics
 
 
-def knn_test_predictions(model, gallery, images, labels, k, batch_size, class_names, tsne_path, flip_tta=False):
+def knn_test_predictions(model, gallery, images, labels, k, batch_size, class_names, tsne_path, flip_tta):
     """kNN class predictions for the test images against the training split's embeddings, plus the
     t-SNE plot of the test embeddings. Returns (predictions, extra metrics)."""
     from fmnist_tf.evaluate.embedding import knn_predict, save_tsne_plot
 
-    gallery_embeddings = predict_flip_averaged(model, gallery.images, batch_size, flip_tta)
-    test_embeddings = predict_flip_averaged(model, images, batch_size, flip_tta)
+    gallery_embeddings = model_outputs(model, gallery.images, batch_size, flip_tta)
+    test_embeddings = model_outputs(model, images, batch_size, flip_tta)
     predicted = knn_predict(gallery_embeddings, gallery.labels, test_embeddings, k=k)
     save_tsne_plot(test_embeddings, labels, class_names, tsne_path)
     return predicted, {"knn_k": k, "gallery_size": int(len(gallery.labels))}
