@@ -153,7 +153,9 @@ def test_training_pipeline_keeps_no_copy_of_the_images():
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     growth = float(result.stdout.split("GROWTH")[-1])
-    assert growth < 50
+    # One uint8 copy of the images would add 100 MB; the working set (prefetched float batches of
+    # 6.4 MB, augmentation buffers, allocator slack) measured 51-56 MB in three runs here, 2026-11-25.
+    assert growth < 75
 
 
 def test_loaded_idx_images_become_a_tensor_in_place(tmp_path):
