@@ -44,6 +44,25 @@ def test_evaluate_reports_knn_test_accuracy_and_saves_tsne(embedding_run, capsys
     assert plot is not None and plot.shape[0] > 300
 
 
+def test_evaluate_also_scores_knn_against_the_split_the_run_trained_on(embedding_run, tiny_data, capsys):
+    from fmnist_tf.data.fashion_mnist import load_split
+    from fmnist_tf.data.prepare import split_indices
+    from fmnist_tf.evaluate.embedding import knn_accuracy
+
+    code, out, err = run_cli(["evaluate", embedding_run], capsys)
+    assert code == 0, err
+    metrics = json.loads((embedding_run / "metrics.json").read_text())
+    train_images, train_labels = load_split("train", tiny_data)
+    test_images, test_labels = load_split("test", tiny_data)
+    fit, _ = split_indices(train_labels, 0.1, 42)  # the embedding config's val_fraction and seed
+    model = keras.models.load_model(embedding_run / "best.keras", safe_mode=True, compile=False)
+    embed = lambda images: model.predict(images[..., None].astype(np.float32) / 255.0, verbose=0)  # noqa: E731
+    expected = knn_accuracy(embed(train_images[fit]), train_labels[fit], embed(test_images), test_labels, k=5)
+    assert metrics["fit_split_gallery_size"] == len(fit) == 270
+    assert metrics["fit_split_gallery_accuracy"] == pytest.approx(expected, abs=1e-9)
+    assert "images the run trained on" in out
+
+
 def test_classifier_head_on_the_frozen_embedding(embedding_run, tiny_data, tmp_path, capsys):
     code, out, err = run_cli(["train", "-c", "embedding_classifier", "--from", embedding_run, "--data", tiny_data,
                               "--out", tmp_path / "head", "--epochs", "2"], capsys)

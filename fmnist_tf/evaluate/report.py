@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.metrics import precision_recall_fscore_support
 
 from fmnist_tf.data.pipeline import to_model_input
+from fmnist_tf.data.prepare import split_indices
 from fmnist_tf.data.sources import load_labelled_split
 from fmnist_tf.evaluate.plots import save_confusion_matrix, save_misclassified, save_training_curves
 from fmnist_tf.evaluate.scores import classification_scores
@@ -103,8 +104,9 @@ def evaluate(run_or_model, *, data=None, out=None, batch_size=256, flip_tta=Fals
     if is_embedding_model(model):
         k = int(run_config_value(model_path, "knn_k", 13))
         gallery = load_labelled_split("train", data)
+        hold_out = (run_config_value(model_path, "val_fraction", None), run_config_value(model_path, "seed", None))
         predicted, extra = knn_test_predictions(model, gallery, images, labels, k, batch_size,
-                                                class_names, plots / "tsne.png", flip_tta)
+                                                class_names, plots / "tsne.png", flip_tta, hold_out)
         probabilities = None
     else:
         probabilities = model_outputs(model, images, batch_size, flip_tta)
@@ -116,6 +118,10 @@ def evaluate(run_or_model, *, data=None, out=None, batch_size=256, flip_tta=Fals
     how = (f"kNN (k={extra['knn_k']}) " if extra else "") + ("flip-TTA " if flip_tta else "")
     print(f"{model_path}: test {how}accuracy {scores['accuracy']:.4f}, weighted precision "
           f"{scores['precision']:.4f}, recall {scores['recall']:.4f}, F1 {scores['f1']:.4f}")
+    if "fit_split_gallery_accuracy" in extra:
+        print(f"kNN accuracy against only the {extra['fit_split_gallery_size']:,} images the run trained on "
+              f"(validation hold-out left out of the gallery, as a head trained --from it sees): "
+              f"{extra['fit_split_gallery_accuracy']:.4f}")
     print(format_report(scores, table))
 
     save_confusion_matrix(labels, predicted, class_names, plots / "confusion_matrix.png")
@@ -132,13 +138,25 @@ def evaluate(run_or_model, *, data=None, out=None, batch_size=256, flip_tta=Fals
     return metrics
 
 
-def knn_test_predictions(model, gallery, images, labels, k, batch_size, class_names, tsne_path, flip_tta):
+def knn_test_predictions(model, gallery, images, labels, k, batch_size, class_names, tsne_path, flip_tta,
+                         hold_out=(None, None)):
     """kNN class predictions for the test images against the training split's embeddings, plus the
-    t-SNE plot of the test embeddings. Returns (predictions, extra metrics)."""
+    t-SNE plot of the test embeddings. Returns (predictions, extra metrics).
+
+    `hold_out` = the run's (val_fraction, seed), or Nones for a bare model file. With it, the extra
+    metrics also hold the kNN accuracy against only the images the run trained on (its validation
+    hold-out left out of the gallery): the same data a head trained `--from` the run learns from."""
     from fmnist_tf.evaluate.embedding import knn_predict, save_tsne_plot
 
     gallery_embeddings = model_outputs(model, gallery.images, batch_size, flip_tta)
     test_embeddings = model_outputs(model, images, batch_size, flip_tta)
     predicted = knn_predict(gallery_embeddings, gallery.labels, test_embeddings, k=k)
     save_tsne_plot(test_embeddings, labels, class_names, tsne_path)
-    return predicted, {"knn_k": k, "gallery_size": int(len(gallery.labels))}
+    extra = {"knn_k": k, "gallery_size": int(len(gallery.labels))}
+    val_fraction, seed = hold_out
+    if val_fraction is not None and seed is not None:
+        fit_indices, _ = split_indices(gallery.labels, val_fraction, seed)
+        fit_predicted = knn_predict(gallery_embeddings[fit_indices], gallery.labels[fit_indices], test_embeddings, k=k)
+        extra.update(fit_split_gallery_size=int(len(fit_indices)),
+                     fit_split_gallery_accuracy=float(np.mean(fit_predicted == labels)))
+    return predicted, extra
