@@ -7,6 +7,9 @@ Makes the canvases with `fmnist-tf detect-data` settings (train canvases from tr
 from the held-out items, test from the test split) unless the folder exists, trains with
 configs/tinyyolov3.yaml plus the overrides given here, stops after the last epoch that fits in the
 budget, then evaluates best.keras (chosen by validation mAP@0.5) on the test canvases.
+`--classifier RUN` also scores them with that Fashion-MNIST classifier as the second stage
+(`fmnist-tf evaluate RUN --classifier ...`); `--run RUN` evaluates a finished bench run instead of
+training one (its training time is then the sum of its epochs in history.csv).
 Writes bench/results/detect_accuracy-<preset>[-<label>].json.
 """
 
@@ -14,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 
@@ -43,6 +47,8 @@ def main():
     parser.add_argument("--budget-minutes", type=float, default=90.0)
     parser.add_argument("--results", default="bench/results")
     parser.add_argument("--label", help="names the variant in the result file, e.g. 16k")
+    parser.add_argument("--classifier", metavar="RUN_OR_MODEL", help="also score with this second-stage classifier")
+    parser.add_argument("--run", metavar="RUN_DIR", help="evaluate this finished run instead of training")
     args = parser.parse_args()
 
     folder = Path(args.canvases or f"datasets/bench-{args.preset}")
@@ -51,25 +57,36 @@ def main():
                                           preset=args.preset, data=args.data)
     overrides = {"input_size": args.input_size, "width": args.width, "epochs": args.epochs,
                  "batch_size": args.batch_size}
-    config = load_config("tinyyolov3", overrides)
-    run_dir = Path("runs") / f"bench-tinyyolov3-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    start = time.perf_counter()
-    train(config, data=folder, out=run_dir, verbose=2,
-          callbacks=[TimeBudget(args.budget_minutes * 60)])
-    train_minutes = (time.perf_counter() - start) / 60
+    if args.run:
+        run_dir = Path(args.run)
+        overrides = {key: value for key, value in asdict(load_config(run_dir / "config.yaml")).items()
+                     if key in overrides}
+    else:
+        run_dir = Path("runs") / f"bench-tinyyolov3-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        start = time.perf_counter()
+        train(load_config("tinyyolov3", overrides), data=folder, out=run_dir, verbose=2,
+              callbacks=[TimeBudget(args.budget_minutes * 60)])
+        train_minutes = (time.perf_counter() - start) / 60
     scores = evaluate_detector(run_dir, data=folder, split="test")
     history = read_history(run_dir / "history.csv")
+    if args.run:
+        train_minutes = sum(float(row["epoch_seconds"]) for row in history) / 60
     result = {
         "preset": args.preset, "label": args.label,
-        "canvases": {"train": args.n_train, "val": args.n_val, "test": args.n_test},
+        "canvases": json.loads((folder / "dataset.json").read_text())["counts"],
         "config_overrides": overrides, "epochs_trained": len(history), "run_dir": str(run_dir),
         "test_map50": scores["map50"], "test_map50_95": scores["map50_95"],
         "test_ap50_class_agnostic": scores["ap50_agnostic"],
         "best_val_map50": max(float(row["val_map50"]) for row in history),
-        "train_wall_minutes": round(train_minutes, 2),
+        "train_wall_minutes" if not args.run else "train_epoch_minutes": round(train_minutes, 2),
         "mean_epoch_seconds": sum(float(r["epoch_seconds"]) for r in history) / len(history),
         "machine": describe_machine(),
     }
+    if args.classifier:
+        second = evaluate_detector(run_dir, data=folder, split="test", classifier=args.classifier)
+        result["second_stage"] = {"classifier": second["second_stage_classifier"], "test_map50": second["map50"],
+                                  "test_map50_95": second["map50_95"],
+                                  "test_ap50_class_agnostic": second["ap50_agnostic"]}
     suffix = f"-{args.label}" if args.label else ""
     atomic_write_json(Path(args.results) / f"detect_accuracy-{args.preset}{suffix}.json", result)
     print(json.dumps(result, indent=2))

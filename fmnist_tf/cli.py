@@ -9,6 +9,8 @@ from pathlib import Path
 from fmnist_tf.errors import FmnistError
 
 PROG = "fmnist-tf"
+SECOND_STAGE_HELP = ("a Fashion-MNIST classifier run or model file that re-classifies every detected box "
+                     "(the detector finds the items, the classifier names them; see README, Detection)")
 DATA_HELP = ("data: a folder with the four Fashion-MNIST IDX .gz files (md5-checked), a Kaggle-style CSV, or "
              "an image folder (one subfolder per class, with train/ and test/ subtrees or else split 80/20; or "
              "the Tiny ImageNet layout). Default: $FMNIST_DATA_DIR, then ~/.keras/datasets/fashion-mnist, "
@@ -103,11 +105,13 @@ def build_parser():
                    _examples(f"{PROG} evaluate runs/smoke", f"{PROG} evaluate model.keras --out eval/",
                              f"{PROG} evaluate runs/smoke --flip-tta --out runs/smoke/flip-tta",
                              f"{PROG} evaluate runs/tinyyolov3-20261124-101500   (a detector: COCO mAP on "
-                             "the test canvases, per-class table, PR curves)"))
+                             "the test canvases, per-class table, PR curves)",
+                             f"{PROG} evaluate runs/tinyyolov3-20261124-101500 --classifier runs/deep-20261124-101500"))
     evaluate.add_argument("model", metavar="RUN_DIR_OR_MODEL")
     evaluate.add_argument("--data", help=DATA_HELP)
     evaluate.add_argument("--out", help="where metrics.json and plots/ go (default: the run directory)")
     evaluate.add_argument("--batch-size", type=positive_int, default=256)
+    evaluate.add_argument("--classifier", metavar="RUN_OR_MODEL", help=SECOND_STAGE_HELP + " (report in RUN/second-stage/)")
     evaluate.add_argument("--flip-tta", action="store_true",
                           help="test-time augmentation: average each prediction with that of the mirror "
                                "image (for data whose classes survive a horizontal flip, as Fashion-MNIST's)")
@@ -145,6 +149,7 @@ def build_parser():
     realtime.add_argument("--backend", choices=("auto", "litert", "keras"), default="auto",
                           help="how a .keras model runs: auto converts it to LiteRT in memory, falling "
                                "back to a compiled tf.function (default auto)")
+    realtime.add_argument("--classifier", metavar="RUN_OR_MODEL", help="--mode detect: " + SECOND_STAGE_HELP)
     realtime.add_argument("--no-show", action="store_true", help="never open a window (automatic when headless)")
     realtime.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many frames")
 
@@ -207,7 +212,8 @@ def build_parser():
                  _examples(f"{PROG} detect runs/tinyyolov3-20261124-101500 canvas.jpg",
                            f"{PROG} detect runs/tinyyolov3-20261124-101500 photos/ --out found/ --conf 0.5",
                            f"{PROG} detect runs/tinyyolov3-20261124-101500 video.mp4 -o boxed.mp4 --save-csv boxes.csv",
-                           f"{PROG} detect runs/tinyyolov3-20261124-101500/export/best.tflite 0   (webcam 0)"))
+                           f"{PROG} detect runs/tinyyolov3-20261124-101500/export/best.tflite 0   (webcam 0)",
+                           f"{PROG} detect runs/tinyyolov3-20261124-101500 photos/ --classifier runs/deep-20261124-101500"))
     detect.add_argument("model", metavar="MODEL", help="detector run directory, .keras or exported .tflite")
     detect.add_argument("source", metavar="SOURCE", help="image file, folder of images, video file or webcam index")
     detect.add_argument("--conf", type=float, default=0.3, help="score threshold (default 0.3)")
@@ -218,6 +224,7 @@ def build_parser():
     detect.add_argument("--save-csv", metavar="PATH", help="video/webcam: one row per detection per frame")
     detect.add_argument("--backend", choices=("auto", "litert", "keras"), default="auto",
                         help="how a .keras model runs (default auto: LiteRT in memory, else tf.function)")
+    detect.add_argument("--classifier", metavar="RUN_OR_MODEL", help=SECOND_STAGE_HELP)
     detect.add_argument("--show", action="store_true", help="images: show each annotated image in a window")
     detect.add_argument("--no-show", action="store_true", help="video: never open a window")
     detect.add_argument("--max-frames", type=positive_int, default=None, help="video: stop after this many frames")
@@ -263,8 +270,10 @@ def cmd_evaluate(args):
     if is_detector_run(args.model):
         if args.flip_tta:
             raise FmnistError("--flip-tta applies to classifiers and embeddings, not to a detector")
-        evaluate_detector(args.model, data=args.data, out=args.out)
+        evaluate_detector(args.model, data=args.data, out=args.out, classifier=args.classifier)
     else:
+        if args.classifier:
+            raise FmnistError("--classifier is a detector's second stage; this is not a detector run")
         evaluate(args.model, data=args.data, out=args.out, batch_size=args.batch_size, flip_tta=args.flip_tta)
 
 
@@ -297,11 +306,14 @@ def cmd_realtime(args):
     from fmnist_tf.modelio import newest_run
     from fmnist_tf.realtime import FrameSource
 
+    if args.classifier and args.mode != "detect":
+        raise FmnistError("--classifier is the second stage of --mode detect")
+
     def open_model():
         if args.mode == "detect":
             from yolo.detector import open_detector
 
-            return open_detector(args.model or newest_run("runs"), backend=args.backend)
+            return open_detector(args.model or newest_run("runs"), backend=args.backend, classifier=args.classifier)
         if args.mode == "cam":
             from fmnist_tf.cam import open_explainer
 
@@ -335,7 +347,8 @@ def cmd_detect(args):
     from yolo.detector import VIDEO_SUFFIXES, detect_sources, open_detector
 
     def open_model():
-        return open_detector(args.model, backend=args.backend, score_threshold=args.conf, iou_threshold=args.iou)
+        return open_detector(args.model, backend=args.backend, score_threshold=args.conf, iou_threshold=args.iou,
+                             classifier=args.classifier)
 
     if args.source.isdigit() or Path(args.source).suffix.lower() in VIDEO_SUFFIXES:
         source = FrameSource(camera=int(args.source)) if args.source.isdigit() else FrameSource(video=args.source)

@@ -35,6 +35,22 @@ def test_enlarged_item_on_any_background_maps_back_to_the_dataset_look(scale, pa
     assert np.abs(recovered.astype(int) - original.astype(int)).mean() < 20
 
 
+@pytest.mark.parametrize("background", [100, 150])
+@pytest.mark.parametrize("light_item", [True, False])
+def test_item_composited_on_a_mid_grey_background_comes_out_light_on_black_at_full_contrast(background, light_item):
+    """As `detect-data` composites items (its green canvas is grey 150): the item's own intensity is the
+    alpha over the background, so neither the border's level nor the item's range says the polarity."""
+    original = item()
+    alpha = cv2.resize(original, None, fx=6, fy=6, interpolation=cv2.INTER_NEAREST).astype(np.float32) / 255.0
+    target = 255.0 if light_item else 0.0
+    photo = background * (1.0 - alpha) + target * alpha
+    recovered = to_fashion_mnist(cv2.copyMakeBorder(np.round(photo).astype(np.uint8), 20, 20, 30, 20,
+                                                    cv2.BORDER_CONSTANT, value=background))
+    assert recovered.max() == 255  # stretched back to the dataset's full brightness
+    assert recovered[:, :3].max() < 30 and recovered[:, -3:].max() < 30
+    assert np.corrcoef(recovered.ravel(), original.ravel())[0, 1] > 0.9
+
+
 def test_colour_and_alpha_files(tmp_path):
     grey = photo_of(item(), 8, 245, True, 30)
     bgr = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)

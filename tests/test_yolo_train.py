@@ -166,3 +166,25 @@ def test_detector_refuses_multiworker_in_one_line(canvases, tmp_path, capsys):
                             *TINY_DETECTOR, "--strategy", "multiworker"], capsys)
     assert code == 2 and "multi-worker" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_second_stage_classifier_through_evaluate_detect_and_realtime(detector_run, canvases, tiny_data, tmp_path,
+                                                                      capsys):
+    classifier = tmp_path / "classifier"
+    assert main(["train", "-c", "baseline", "--data", str(tiny_data), "--out", str(classifier), "--epochs", "1",
+                 "--width", "0.25"]) == 0
+    code, out, err = run_cli(["evaluate", detector_run, "--classifier", classifier], capsys)
+    assert code == 0, err
+    metrics = json.loads((detector_run / "second-stage" / "metrics.json").read_text())
+    assert metrics["second_stage_classifier"].endswith("best.keras") and 0.0 <= metrics["map50"] <= 1.0
+    assert (detector_run / "second-stage" / "plots" / "pr_curve.png").is_file()
+
+    code, out, err = run_cli(["detect", detector_run, canvases / "images" / "test", "--out", tmp_path / "found",
+                              "--conf", "0.01", "--classifier", classifier], capsys)
+    assert code == 0, err
+    assert "classify" in out  # the second stage's own time per image
+
+    code, _, err = run_cli(["evaluate", classifier, "--classifier", classifier], capsys)
+    assert code == 2 and "not a detector run" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(["realtime", "-v", "missing.mp4", "--classifier", classifier], capsys)
+    assert code == 2 and "--mode detect" in err

@@ -55,7 +55,7 @@ STRIDES = (32, 16)   # yolo.boxes.STRIDES (not imported: that module imports Ten
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 SOURCE_CSV_FIELDS = ("image", "class_id", "class", "score", "x0", "y0", "x1", "y1")
-STAGES = ("letterbox", "model", "nms")
+STAGES = ("letterbox", "model", "nms", "classify")  # classify: the optional second stage
 
 
 # ----------------------------------------------------------------------------------- detector.json
@@ -203,17 +203,24 @@ def _sigmoid(x):
 
 
 def numpy_nms(boxes, scores, score_threshold, iou_threshold, max_detections=100, max_per_class=None):
+    """`numpy_nms_rows` returning the kept boxes themselves: (boxes (k, 4), scores (k,), classes (k,) int32)."""
+    rows, kept_scores, kept_classes = numpy_nms_rows(boxes, scores, score_threshold, iou_threshold,
+                                                     max_detections, max_per_class)
+    return np.asarray(boxes, np.float32).reshape(-1, 4)[rows], kept_scores, kept_classes
+
+
+def numpy_nms_rows(boxes, scores, score_threshold, iou_threshold, max_detections=100, max_per_class=None):
     """Per-class greedy NMS of one image, the rule of `tf.image.combined_non_max_suppression`:
     a box is a candidate for each class it scores > score_threshold in; boxes overlapping a kept,
     higher-scored box of the same class with IoU > iou_threshold are dropped; at most
     max_per_class per class and max_detections in all, best first.
-    boxes (N, 4) xyxy, scores (N, C) -> (boxes (k, 4), scores (k,), classes (k,) int32).
+    boxes (N, 4) xyxy, scores (N, C) -> (kept box rows (k,) int64, scores (k,), classes (k,) int32).
 
     The best remaining candidate over all classes is kept next and suppresses only its own
     class's queue, so the loop runs at most max_detections times whatever the candidate count."""
     rows, classes = np.nonzero(scores > score_threshold)
     if not len(rows):
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
+        return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int32)
     boxes = np.asarray(boxes, np.float32)
     candidate_scores = scores[rows, classes]
     # class -> its remaining candidates, best first, as rows of [score, x0, y0, x1, y1, area, box index]
@@ -243,7 +250,7 @@ def numpy_nms(boxes, scores, score_threshold, iou_threshold, max_detections=100,
         if keep.any():
             queues[cls] = rest[keep]
     kept = np.array(kept)
-    return (boxes[kept[:, 6].astype(np.int64)], kept[:, 0].astype(np.float32), np.array(kept_classes, np.int32))
+    return kept[:, 6].astype(np.int64), kept[:, 0].astype(np.float32), np.array(kept_classes, np.int32)
 
 
 class DetectionDecoder:
@@ -314,11 +321,14 @@ class DetectionDecoder:
         return [(boxes[i, :n], scores[i, :n], classes[i, :n]) for i, n in enumerate(valid)]
 
     def __call__(self, raw_heads, original_hws, score_threshold=0.3, iou_threshold=0.45):
-        """-> one ImageDetections per image, boxes in original pixels. Boxes that lie wholly in
-        the letterbox padding (empty once clipped to the image) are dropped."""
+        """-> one ImageDetections per image, boxes in original pixels (see `in_original_pixels`)."""
+        return self.in_original_pixels(self.in_input_pixels(raw_heads, score_threshold, iou_threshold), original_hws)
+
+    def in_original_pixels(self, detections, original_hws):
+        """Per-image (boxes in input pixels, scores, classes) -> ImageDetections in original pixels.
+        Boxes that lie wholly in the letterbox padding (empty once clipped to the image) are dropped."""
         results = []
-        for (boxes, scores, classes), original_hw in zip(
-                self.in_input_pixels(raw_heads, score_threshold, iou_threshold), original_hws):
+        for (boxes, scores, classes), original_hw in zip(detections, original_hws):
             boxes = to_original(boxes, original_hw, self.config.input_size)
             keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             results.append(ImageDetections(boxes[keep], np.asarray(scores[keep], np.float32),
@@ -405,7 +415,8 @@ class Detector:
 
     `.source`, `.backend` ("litert" or "keras"), `.class_names` and `.input_size` describe it;
     `.score_threshold` / `.iou_threshold` are the defaults of every call; `.stage_seconds`
-    accumulates letterbox / model / nms time over `.images` images."""
+    accumulates letterbox / model / nms / classify time over `.images` images. `.second_stage`
+    (None, or a `yolo.second_stage.SecondStageClassifier`) re-classifies every box."""
 
     fallback_reason = None  # why an "auto" Keras model runs as a tf.function, not LiteRT
 
@@ -423,6 +434,7 @@ class Detector:
         self.nms = nms
         self.stage_seconds = dict.fromkeys(STAGES, 0.0)
         self.images = 0
+        self.second_stage = None
 
     def prepare(self, image, bgr=True) -> Letterboxed:
         """Letterbox one uint8 image (thread-safe: the realtime loop calls it in a worker)."""
@@ -440,13 +452,19 @@ class Detector:
         if not len(prepared):
             return []
         start = time.perf_counter()
-        raw = self.raw(np.stack([item.image for item in prepared]))
+        images = np.stack([item.image for item in prepared])
+        raw = self.raw(images)
         middle = time.perf_counter()
-        results = self.decoder(raw, [item.original_hw for item in prepared],
-                               self.score_threshold if score_threshold is None else score_threshold,
-                               self.iou_threshold if iou_threshold is None else iou_threshold)
+        score_threshold = self.score_threshold if score_threshold is None else score_threshold
+        iou_threshold = self.iou_threshold if iou_threshold is None else iou_threshold
+        found = self.decoder.in_input_pixels(raw, score_threshold, iou_threshold)
+        after_nms = time.perf_counter()
+        if self.second_stage is not None:
+            found = self.second_stage(images, found, score_threshold, iou_threshold)
+        results = self.decoder.in_original_pixels(found, [item.original_hw for item in prepared])
         self.stage_seconds["model"] += middle - start
-        self.stage_seconds["nms"] += time.perf_counter() - middle
+        self.stage_seconds["nms"] += after_nms - middle
+        self.stage_seconds["classify"] += time.perf_counter() - after_nms
         self.images += len(prepared)
         return results
 
@@ -489,14 +507,23 @@ def detector_from_model(model, config: DetectorConfig, backend="auto", source="i
 
 
 def open_detector(run_or_model, backend="auto", score_threshold=0.3, iou_threshold=0.45, max_detections=100,
-                  nms=DEFAULT_NMS, config=None) -> Detector:
+                  nms=DEFAULT_NMS, config=None, classifier=None) -> Detector:
     """A run directory or .keras file (converted per `backend`) or an exported .tflite (always
     LiteRT), with the detector.json found beside it unless `config` (a DetectorConfig, a dict or
-    a path to a JSON file) is given. Every problem is a one-line ModelFileError."""
+    a path to a JSON file) is given. `classifier` (a classifier run or model file, opened per
+    `backend`) becomes its second stage (`yolo.second_stage`). Every problem is a one-line ModelFileError."""
+    detector = _open_detector(run_or_model, backend, config, dict(
+        score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections, nms=nms))
+    if classifier is not None:
+        from yolo.second_stage import open_second_stage
+
+        detector.second_stage = open_second_stage(classifier, detector.class_names, backend, max_detections)
+    return detector
+
+
+def _open_detector(run_or_model, backend, config, options) -> Detector:
     if backend not in BACKENDS:
         raise ModelFileError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    options = dict(score_threshold=score_threshold, iou_threshold=iou_threshold, max_detections=max_detections,
-                   nms=nms)
     path = Path(run_or_model)
 
     def settings(model_path):
@@ -720,7 +747,7 @@ def detect_sources(detector, source, out_dir, save_txt=True, save_csv=True, show
             cv2.destroyAllWindows()
     count = detector.images - images_before
     results.stage_ms = {stage: 1000 * (detector.stage_seconds[stage] - before[stage]) / max(1, count)
-                        for stage in STAGES}
+                        for stage in STAGES if stage != "classify" or detector.second_stage is not None}
     return results
 
 

@@ -95,19 +95,22 @@ def make_detection_function(model, settings, score_threshold=EVAL_SCORE_THRESHOL
     return step
 
 
-def predict_split(step, dataset, image_sizes, settings, loss=None):
+def predict_split(step, dataset, image_sizes, settings, loss=None, second_stage=None):
     """Detections per image in original pixels over an ordered (unshuffled) dataset, and the mean
-    loss. `step` comes from `make_detection_function` (built once: each new one traces again)."""
+    loss. `step` comes from `make_detection_function` (built once: each new one traces again).
+    `second_stage` (a `yolo.second_stage.SecondStageClassifier`) re-classifies every box."""
     results, losses = [], []
     for images, targets in dataset:
         heads, found = step(images)
         if loss is not None:
             losses.append(float(loss(list(targets), heads)))
         boxes, scores, classes, valid = (t.numpy() for t in (found.boxes, found.scores, found.classes, found.valid))
-        for index, count in enumerate(valid):
+        found = [(boxes[index, :count], scores[index, :count], classes[index, :count]) for index, count in enumerate(valid)]
+        if second_stage is not None:
+            found = second_stage(images.numpy(), found, EVAL_SCORE_THRESHOLD, EVAL_IOU_THRESHOLD)
+        for image_boxes, image_scores, image_classes in found:
             hw = image_sizes[len(results)]
-            results.append((letterbox_to_original(boxes[index, :count], hw, settings["input_size"]),
-                            scores[index, :count], classes[index, :count]))
+            results.append((letterbox_to_original(image_boxes, hw, settings["input_size"]), image_scores, image_classes))
     return results, (float(np.mean(losses)) if losses else None)
 
 

@@ -52,7 +52,9 @@ def item_box(grey):
 
 
 def to_fashion_mnist(grey, size=28, margin=0, name="image") -> np.ndarray:
-    """Polarity from the border (Fashion-MNIST is light-on-black), tight crop, square pad, resize."""
+    """Polarity from the border (Fashion-MNIST is light-on-black): an image darker on average than its
+    border holds a dark item, which is inverted. Then background subtracted, contrast stretched to
+    full brightness, tight crop, square pad, resize."""
     return to_fashion_mnist_with_geometry(grey, size=size, margin=margin, name=name)[0]
 
 
@@ -66,9 +68,12 @@ def to_fashion_mnist_with_geometry(grey, size=28, margin=0, name="image"):
     if int(grey.max()) - int(grey.min()) < 8:
         raise FmnistError(f"{name}: the image is blank (no item to classify)")
     background = int(np.median(border_pixels(grey)))
-    if background > 127:
+    if grey.mean() < background:  # a darker item: make it light, whatever the background's own level
         grey, background = 255 - grey, 255 - background
     grey = cv2.subtract(grey, np.full_like(grey, background))  # background -> 0, as in the dataset
+    peak = int(grey.max())
+    if peak > 0:  # the dataset's items reach full brightness; a grey or coloured background takes some away
+        grey = cv2.convertScaleAbs(grey, alpha=255.0 / peak)
     box = item_box(grey)
     if box is None:
         raise FmnistError(f"{name}: no item found")
