@@ -6,6 +6,7 @@ The video is made of the detect-data test canvases (640x480). Paths, in alternat
   ours            `realtime --mode detect`: LiteRT converted in memory, letterbox in the worker thread
   ours-tf.function  the same loop with the Keras model as a compiled tf.function
   predict-loop    the plain way: read, letterbox, model.predict, decode + NMS, one frame after another
+  ours+classifier `--classifier RUN`: "ours" with that second-stage classifier (also LiteRT)
 Writes bench/results/detect_speed.json.
 """
 
@@ -55,6 +56,7 @@ def main():
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--results", default="bench/results/detect_speed.json")
+    parser.add_argument("--classifier", metavar="RUN_OR_MODEL", help="also time the loop with this second stage")
     args = parser.parse_args()
     litert, function = open_detector(args.model), open_detector(args.model, backend="keras")
     keras_model = load_model(args.model)
@@ -63,13 +65,16 @@ def main():
         video = Path(folder) / "canvases.mp4"
         frames, width, height = write_canvas_video(Path(args.canvases) / "images" / "test", video, args.frames)
 
-        def run(detector):
+        def run(name, detector):
             report = run_realtime(FrameSource(video), create_mode("detect", detector, min_probability=0.3), show=False)
-            stage_ms.setdefault(detector.backend, report.stage_ms())
+            stage_ms.setdefault(name, report.stage_ms())
             return report.fps
 
-        paths = {"ours": lambda: run(litert), "ours-tf.function": lambda: run(function),
+        paths = {"ours": lambda: run("ours", litert), "ours-tf.function": lambda: run("ours-tf.function", function),
                  "predict-loop": lambda: predict_per_frame_fps(video, litert, keras_model, min(frames, 60))}
+        if args.classifier:
+            second = open_detector(args.model, classifier=args.classifier)
+            paths["ours+classifier"] = lambda: run("ours+classifier", second)
         fps, median = alternating_rounds(paths, args.rounds, unit=" fps")
     median = {path: round(value, 1) for path, value in median.items()}
     settings = json.loads((Path(args.model) / "detector.json").read_text()) if Path(args.model).is_dir() else {}

@@ -76,6 +76,17 @@ def test_wrong_class_lowers_its_ap_but_not_the_agnostic_ap():
     assert np.trace(matrix) == 3 and matrix.sum() == 4
 
 
+def test_one_box_listed_under_several_classes_counts_once_in_the_agnostic_ap():
+    """Per-class NMS keeps a box for each class it scores in; the agnostic AP reads each box once."""
+    gt = ground_truth({1: [(1, [10, 10, 20, 20])], 2: [(2, [50, 50, 20, 20])]})
+    found = [{"image_id": 1, "category_id": 1, "score": 0.9, "bbox": [10, 10, 20, 20]},
+             {"image_id": 1, "category_id": 3, "score": 0.8, "bbox": [10, 10, 20, 20]},  # same box, another class
+             {"image_id": 2, "category_id": 2, "score": 0.7, "bbox": [50, 50, 20, 20]}]
+    assert coco_map(gt, found)["ap50_agnostic"] == pytest.approx(1.0, abs=1e-6)
+    found[1]["bbox"] = [12, 12, 20, 20]  # a second, different box on the same item is a false positive
+    assert coco_map(gt, found)["ap50_agnostic"] < 0.9
+
+
 def test_no_detections_gives_zeros():
     result = coco_map(ground_truth(BOXES), [])
     assert result["map50"] == 0 and result["map50_95"] == 0 and result["ap50_agnostic"] == 0

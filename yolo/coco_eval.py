@@ -68,6 +68,17 @@ def _clean_detections(detections, gt):
     return clean
 
 
+def one_per_box(detections):
+    """Each distinct box of an image once, at its best score: per-class NMS (and the second stage)
+    list one box under several classes, and a class-agnostic score must not count those as duplicates."""
+    best = {}
+    for det in detections:
+        key = (det["image_id"], tuple(det["bbox"]))
+        if key not in best or det["score"] > best[key]["score"]:
+            best[key] = det
+    return list(best.values())
+
+
 def _quiet(call, *args):
     """Run a pycocotools call with its progress prints captured; returns (result, printed text)."""
     buffer = io.StringIO()
@@ -224,7 +235,7 @@ def coco_map(gt, detections, *, score_threshold=SCORE_THRESHOLD, agnostic=True):
     """COCO box metrics of `detections` against `gt` (see the module docstring for both formats).
 
     Returns a dict: map50, map50_95 (COCOeval stats), ap50_agnostic, ap50_95_agnostic (all classes
-    merged; None unless `agnostic`), precision, recall (means over classes with instances, at IoU 0.5
+    merged, each distinct box once at its best score; None unless `agnostic`), precision, recall (means over classes with instances, at IoU 0.5
     and `score_threshold`), score_threshold, images, instances, detections, classes (one dict per
     category sorted by id: class, category_id, images, instances, precision, recall, ap50, ap50_95;
     None where undefined), confusion_matrix ((C+1)^2 nested list, see detection_confusion_matrix),
@@ -242,7 +253,8 @@ def coco_map(gt, detections, *, score_threshold=SCORE_THRESHOLD, agnostic=True):
         evaluator, summary = _run_cocoeval(coco_gt, coco_dt)
         precision = evaluator.eval["precision"]
         stats = [max(float(s), 0.0) for s in evaluator.stats[:2]]  # -1 means no ground truth at all
-        agnostic_stats = _run_cocoeval(coco_gt, coco_dt, use_cats=False)[0].stats[:2] if agnostic else None
+        agnostic_stats = _run_cocoeval(*_coco_pair(gt, one_per_box(detections)), use_cats=False)[0].stats[:2] \
+            if agnostic else None
     else:  # loadRes fails on an empty list; nothing detected means AP 0 wherever there is ground truth
         evaluator, summary, stats = None, "no detections: every AP is 0\n", [0.0, 0.0]
         precision = _zero_precision([instances[c] > 0 for c in category_ids])
