@@ -12,10 +12,21 @@ For each model, four input paths feed the same compiled model, measured in round
   generator    a Python generator augmenting image by image with numpy (flip, shift, erasing),
                the per-sample way of the reference projects' loaders
   ours+aug     make_dataset with augmentation inside tf.data               <- vs pydataset, generator
+A path's rate is timed from `on_train_begin` to `on_train_end`, because after that a `model.fit`
+call can stall while TensorFlow deletes an autotuned tf.data iterator (about 2 s at the end of some
+calls here, none with autotuning off), which landed at random on one round or another and halved it.
+A training run pays that once per epoch at most, and ours not at all (see fmnist_tf/data/pipeline.py).
+
+Loader rates: on this CPU the model step, not the input, sets every path's training speed (see the
+README), so the augmenting loaders are also timed alone, without a model (`--loaders`): batches per
+second that each can deliver, i.e. the training speed it would cap on a device that trains faster
+(a GPU). The per-image numpy generator and the PyDataset are consumed as Keras consumes them (one
+batch after another in Python); ours is iterated as `model.fit` iterates it.
 Writes bench/results/train_throughput.json.
 """
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -82,13 +93,31 @@ def per_image_augmenting_generator(images, labels, batch_size, config, seed=0):
             yield batch, np.eye(10, dtype=np.float32)[labels[order[start:start + batch_size]]]
 
 
+class TrainingClock(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        self.seconds = time.perf_counter() - self.start
+
+
 def images_per_second(model, fit_source, count, fit_kwargs):
+    clock = TrainingClock()
+    model.fit(fit_source, epochs=1, verbose=0, callbacks=[clock], **fit_kwargs)
+    return count / clock.seconds
+
+
+def loader_images_per_second(batches, steps, batch_size):
+    """Images/s that an iterator of batches delivers alone (the first batch, setup, is not timed)."""
+    iterator = iter(batches)
+    next(iterator)
     start = time.perf_counter()
-    model.fit(fit_source, epochs=1, verbose=0, **fit_kwargs)
-    return count / (time.perf_counter() - start)
+    for _ in range(steps):
+        next(iterator)
+    return steps * batch_size / (time.perf_counter() - start)
 
 
-def measure(name, images, labels, steps, rounds, settings=None, chosen_paths=PATHS):
+def measure(name, images, labels, steps, rounds, settings=None, chosen_paths=PATHS, loaders=False):
     config = load_config(name, settings)
     batch = config.batch_size
     count = steps * batch
@@ -109,15 +138,26 @@ def measure(name, images, labels, steps, rounds, settings=None, chosen_paths=PAT
     }
     measures = {path: (lambda source=source, kwargs=kwargs: images_per_second(model, source, count, kwargs))
                 for path, (source, kwargs) in paths.items() if path in chosen_paths}
+    if loaders:
+        pydataset = paths["pydataset"][0]
+        loader_sources = {
+            "pydataset": lambda: (pydataset[i % len(pydataset)] for i in itertools.count()),
+            "generator": lambda: per_image_augmenting_generator(x, y, batch, augment_config),
+            "ours+aug": lambda: make_dataset(x, y, 10, batch, training=True, augment=augment).repeat(),
+        }
+        measures.update({f"loader {path}": (lambda make=make: loader_images_per_second(make(), steps, batch))
+                         for path, make in loader_sources.items()})
     _, median = alternating_rounds(measures, rounds, label=f"{name} ")
     flops = training_flops(model)
     ratios = {"ratio_ours_vs_plain": ("ours", "plain"), "ratio_ours_aug_vs_pydataset_aug": ("ours+aug", "pydataset"),
-              "ratio_ours_aug_vs_generator_aug": ("ours+aug", "generator"), "augmentation_cost": ("ours+aug", "ours")}
+              "ratio_ours_aug_vs_generator_aug": ("ours+aug", "generator"), "augmentation_cost": ("ours+aug", "ours"),
+              "loader_ratio_ours_aug_vs_pydataset_aug": ("loader ours+aug", "loader pydataset"),
+              "loader_ratio_ours_aug_vs_generator_aug": ("loader ours+aug", "loader generator")}
     return {
         "config": name, "settings": settings or {}, "parameters": model.count_params(), "batch_size": batch,
         "images_per_round": count, "rounds": rounds, "training_mflops_per_image": round(flops / 1e6, 2),
         "images_per_second": {p: round(v, 1) for p, v in median.items()},
-        "gflops_per_second": {p: round(v * flops / 1e9, 1) for p, v in median.items()},
+        "gflops_per_second": {p: round(v * flops / 1e9, 1) for p, v in median.items() if p in PATHS},
         **{key: round(median[a] / median[b], 3) for key, (a, b) in ratios.items() if a in median and b in median},
     }
 
@@ -131,11 +171,14 @@ def main():
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for every model, e.g. width=0.25 batch_size=64")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="input paths to time")
+    parser.add_argument("--loaders", action="store_true",
+                        help="also time the augmenting loaders alone, without a model (see above)")
     parser.add_argument("--results", default="bench/results/train_throughput.json")
     args = parser.parse_args()
     images, labels = load_split("train", args.data)
     results = {"machine": describe_machine(),
-               "models": [measure(name, images, labels, args.steps, args.rounds, parse_settings(args.set), args.paths)
+               "models": [measure(name, images, labels, args.steps, args.rounds, parse_settings(args.set), args.paths,
+                                  args.loaders)
                           for name in args.models]}
     atomic_write_json(args.results, results)
     print(json.dumps(results, indent=2))

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics.pairwise import euclidean_distances
 
 from fmnist_tf.data.folders import IMAGE_SUFFIXES, is_image_file
 from fmnist_tf.data.pipeline import to_model_input
@@ -40,8 +41,8 @@ def nearest_gallery_images(run_or_model, query_paths, gallery, top=5):
     gallery_paths = gallery_images(gallery)
     gallery_embeddings = embed_files(model, gallery_paths, load)
     query_embeddings = embed_files(model, query_paths, load)
-    # unit vectors: |q - g|^2 = 2 - 2 q.g, one matrix product for any gallery size
-    distances = np.sqrt(np.clip(2.0 - 2.0 * query_embeddings @ gallery_embeddings.T, 0.0, None))
+    # scikit-learn sums in float64: in float32, 2 - 2 q.g rounds every distance below ~3e-4 to 0
+    distances = euclidean_distances(query_embeddings, gallery_embeddings)
     results = []
     for path, row in zip(query_paths, distances):
         order = np.argsort(row, kind="stable")[:top]

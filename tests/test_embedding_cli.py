@@ -79,14 +79,19 @@ def test_classifier_head_on_the_frozen_embedding(embedding_run, tiny_data, tmp_p
 def test_embed_lists_the_nearest_gallery_images(embedding_run, tmp_path, capsys):
     gallery = write_class_tree(tmp_path / "gallery", per_class=4)
     query = next((gallery / "coats").glob("*.png"))
-    code, out, err = run_cli(["embed", embedding_run, query, "--gallery", gallery, "--top", "3", "--json"], capsys)
+    code, out, err = run_cli(["embed", embedding_run, query, "--gallery", gallery, "--top", "12", "--json"], capsys)
     assert code == 0, err
     [result] = json.loads(out)
     neighbours = result["neighbours"]
-    assert len(neighbours) == 3
-    assert neighbours[0]["path"] == str(query) and neighbours[0]["distance"] < 1e-3  # itself first
+    assert len(neighbours) == 12  # the whole gallery, nearest first
     assert [n["distance"] for n in neighbours] == sorted(n["distance"] for n in neighbours)
-    assert neighbours[0]["label"] == "coats"
+    # itself at distance ~0 (the query is embedded in another batch than the gallery: float noise),
+    # so among the nearest; this barely trained embedding may put other coats as near
+    [itself] = [n for n in neighbours if n["path"] == str(query)]
+    assert itself["distance"] < 1e-3 and neighbours[0]["label"] == "coats"
+    code, out, err = run_cli(["embed", embedding_run, query, "--gallery", gallery, "--top", "3", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)[0]["neighbours"] == neighbours[:3]
 
 
 def test_embed_refuses_a_classifier_and_an_empty_gallery(embedding_run, tiny_data, tmp_path, capsys):

@@ -33,6 +33,15 @@ def test_dataset_shapes_dtypes_and_scaling():
     assert 0.0 <= float(np.min(x)) and float(np.max(x)) <= 1.0
 
 
+def test_pipelines_do_not_autotune():
+    # deleting an autotuned iterator, as model.fit does every epoch, stalled epochs by up to 30 s
+    images, labels = synthetic_items(20, seed=1)
+    augment = augmentation_layers(make_config({"augment": True, "flip": True}), seed=0)
+    for dataset in (make_dataset(images, labels, 10, 8), make_dataset(images, labels, 10, 8, training=True,
+                                                                      augment=augment)):
+        assert dataset.options().autotune.enabled is False
+
+
 def test_eval_dataset_keeps_order():
     images, labels = synthetic_items(50, seed=2)
     x = np.concatenate([b[0].numpy() for b in make_dataset(images, labels, 10, 16)])

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from fmnist_tf.data.pipeline import PIPELINE_OPTIONS
 from fmnist_tf.errors import ConfigError, DataError
 from yolo.annotations import read_annotations
 from yolo.boxes import check_anchors, check_input_size, encode_targets_tf
@@ -322,7 +323,7 @@ def detection_dataset(annotation_path, input_size, anchors, masks, num_classes, 
         dataset = _cached(dataset.map(encode, num_parallel_calls=AUTOTUNE), cache)
         dataset = dataset.map(lambda image, targets: (tf.cast(image, tf.float32) / 255.0, targets),
                               num_parallel_calls=AUTOTUNE)
-    return dataset.batch(batch_size).prefetch(AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(AUTOTUNE).with_options(PIPELINE_OPTIONS)
 
 
 # ----------------------------------------------------------------------------------- anchors

@@ -9,6 +9,11 @@ import numpy as np
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
+# No tf.data autotuning: `model.fit` makes a new iterator every epoch, and deleting the last one
+# waited for its autotuning thread, up to 30 s at an epoch's start (measured on `deep`; 52 s of
+# steps per epoch). AUTOTUNE below then means one call per core, which these light maps need.
+PIPELINE_OPTIONS = tf.data.Options()
+PIPELINE_OPTIONS.autotune.enabled = False
 
 
 def to_model_input(images):
@@ -62,4 +67,4 @@ def make_dataset(images, labels, num_classes, batch_size, *, indices=None, train
         # one batch at a time: the layers' seed generator is a shared variable, and parallel calls
         # would race on it and break `--seed` repeatability; prefetch still overlaps it with training
         dataset = dataset.map(lambda x, y: (augment(x, training=True), y))
-    return dataset.prefetch(AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE).with_options(PIPELINE_OPTIONS)
