@@ -4,7 +4,7 @@
     FMNIST_DATA_DIR=../shared/data/fashion-mnist python bench/train_throughput.py vgg_rescam \
         --set width=0.25 --paths plain ours --results bench/results/train_throughput-vgg_rescam-w0.25.json
 
-For each model, four input paths feed the same compiled model, measured in rounds (A B C D, A B C D,
+For each model, five input paths feed the same compiled model, measured in rounds (A B C D E, A B C D E,
 ...) so machine noise hits every path alike; the median per path is reported with its ratio:
   plain        numpy arrays straight into model.fit (no augmentation)      <- baseline for "ours"
   ours         fmnist_tf.data.pipeline.make_dataset (no augmentation)
@@ -15,13 +15,15 @@ For each model, four input paths feed the same compiled model, measured in round
 A path's rate is timed from `on_train_begin` to `on_train_end`, because after that a `model.fit`
 call can stall while TensorFlow deletes an autotuned tf.data iterator (about 2 s at the end of some
 calls here, none with autotuning off), which landed at random on one round or another and halved it.
-A training run pays that once per epoch at most, and ours not at all (see fmnist_tf/data/pipeline.py).
+A training run pays that once per epoch at most (the plain, PyDataset and generator paths go through
+Keras' own autotuned tf.data), and ours not at all (see fmnist_tf/data/pipeline.py).
 
 Loader rates: on this CPU the model step, not the input, sets every path's training speed (see the
-README), so the augmenting loaders are also timed alone, without a model (`--loaders`): batches per
-second that each can deliver, i.e. the training speed it would cap on a device that trains faster
-(a GPU). The per-image numpy generator and the PyDataset are consumed as Keras consumes them (one
-batch after another in Python); ours is iterated as `model.fit` iterates it.
+README), so the augmenting loaders are also timed alone, without a model (`--loaders`): the images
+per second that each can deliver, i.e. the training speed it would cap on a device that trains
+faster (a GPU). Each is iterated eagerly, batch by batch, for LOADER_EPOCHS epochs of `--steps`
+batches after one untimed batch (ours reshuffles between its epochs, as in training).
+Every round's rate is kept in the results file ("rounds"), with the medians.
 Writes bench/results/train_throughput.json.
 """
 
@@ -48,6 +50,7 @@ from fmnist_tf.models.flops import training_flops  # noqa: E402
 from fmnist_tf.train.recipe import compile_classifier, model_settings  # noqa: E402
 
 PATHS = ("plain", "ours", "pydataset", "generator", "ours+aug")
+LOADER_EPOCHS = 10  # ~1 s or more per loader and round: 20 batches alone took ours only 60-130 ms
 
 
 class AugmentingPyDataset(keras.utils.PyDataset):
@@ -145,9 +148,10 @@ def measure(name, images, labels, steps, rounds, settings=None, chosen_paths=PAT
             "generator": lambda: per_image_augmenting_generator(x, y, batch, augment_config),
             "ours+aug": lambda: make_dataset(x, y, 10, batch, training=True, augment=augment).repeat(),
         }
-        measures.update({f"loader {path}": (lambda make=make: loader_images_per_second(make(), steps, batch))
+        measures.update({f"loader {path}": (lambda make=make: loader_images_per_second(make(), LOADER_EPOCHS * steps,
+                                                                                       batch))
                          for path, make in loader_sources.items()})
-    _, median = alternating_rounds(measures, rounds, label=f"{name} ")
+    every_round, median = alternating_rounds(measures, rounds, label=f"{name} ")
     flops = training_flops(model)
     ratios = {"ratio_ours_vs_plain": ("ours", "plain"), "ratio_ours_aug_vs_pydataset_aug": ("ours+aug", "pydataset"),
               "ratio_ours_aug_vs_generator_aug": ("ours+aug", "generator"), "augmentation_cost": ("ours+aug", "ours"),
@@ -157,6 +161,7 @@ def measure(name, images, labels, steps, rounds, settings=None, chosen_paths=PAT
         "config": name, "settings": settings or {}, "parameters": model.count_params(), "batch_size": batch,
         "images_per_round": count, "rounds": rounds, "training_mflops_per_image": round(flops / 1e6, 2),
         "images_per_second": {p: round(v, 1) for p, v in median.items()},
+        "rounds_images_per_second": {p: [round(v, 1) for v in values] for p, values in every_round.items()},
         "gflops_per_second": {p: round(v * flops / 1e9, 1) for p, v in median.items() if p in PATHS},
         **{key: round(median[a] / median[b], 3) for key, (a, b) in ratios.items() if a in median and b in median},
     }

@@ -91,6 +91,7 @@ def test_batch_shapes_dtypes_and_range(multi):
         assert heads[0].shape[1:] == (3, 3, 3, 15) and heads[1].shape[1:] == (6, 6, 3, 15)
         assert_valid_targets(heads)
     assert batches(ds)[0][0].tobytes() == got[0][0].tobytes()  # cached, not shuffled: same again
+    assert ds.options().autotune.enabled is False  # as the classifiers' pipelines (see test_pipeline.py)
 
 
 def test_targets_map_back_to_the_annotation_boxes(single):

@@ -11,7 +11,7 @@ import tensorflow as tf
 AUTOTUNE = tf.data.AUTOTUNE
 # No tf.data autotuning: `model.fit` makes a new iterator every epoch, and deleting the last one
 # waited for its autotuning thread, up to 30 s at an epoch's start (measured on `deep`; 52 s of
-# steps per epoch). AUTOTUNE below then means one call per core, which these light maps need.
+# steps per epoch). Without it, AUTOTUNE maps run one call per core and prefetch sizes its own buffer.
 PIPELINE_OPTIONS = tf.data.Options()
 PIPELINE_OPTIONS.autotune.enabled = False
 
