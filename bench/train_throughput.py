@@ -23,7 +23,7 @@ README), so the augmenting loaders are also timed alone, without a model (`--loa
 per second that each can deliver, i.e. the training speed it would cap on a device that trains
 faster (a GPU). Each is iterated eagerly, batch by batch, for LOADER_EPOCHS epochs of `--steps`
 batches after one untimed batch (ours reshuffles between its epochs, as in training).
-Every round's rate is kept in the results file ("rounds"), with the medians.
+Every round's rate is kept in the results file ("rounds_images_per_second"), with the medians.
 Writes bench/results/train_throughput.json.
 """
 
@@ -142,11 +142,12 @@ def measure(name, images, labels, steps, rounds, settings=None, chosen_paths=PAT
     measures = {path: (lambda source=source, kwargs=kwargs: images_per_second(model, source, count, kwargs))
                 for path, (source, kwargs) in paths.items() if path in chosen_paths}
     if loaders:
+        # the very sources that feed model.fit above; the generator is endless, tf.data restarts
         pydataset = paths["pydataset"][0]
         loader_sources = {
             "pydataset": lambda: (pydataset[i % len(pydataset)] for i in itertools.count()),
-            "generator": lambda: per_image_augmenting_generator(x, y, batch, augment_config),
-            "ours+aug": lambda: make_dataset(x, y, 10, batch, training=True, augment=augment).repeat(),
+            "generator": lambda: paths["generator"][0],
+            "ours+aug": lambda: paths["ours+aug"][0].repeat(),
         }
         measures.update({f"loader {path}": (lambda make=make: loader_images_per_second(make(), LOADER_EPOCHS * steps,
                                                                                        batch))
