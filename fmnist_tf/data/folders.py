@@ -64,26 +64,25 @@ def is_image_file(name) -> bool:
     return not _skipped(os.path.basename(name)) and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
-def _subfolders(folder: Path) -> list:
-    """Sorted names of the visible subfolders of `folder` ([] when it is not a folder)."""
+def _sorted_entries(folder: Path, keep) -> list:
+    """Sorted names of the entries of `folder` that `keep(entry)` accepts ([] when it is not a folder)."""
     try:
         with os.scandir(folder) as entries:
-            return sorted(e.name for e in entries if not _skipped(e.name) and e.is_dir())
+            return sorted(e.name for e in entries if keep(e))
     except (NotADirectoryError, FileNotFoundError):
         return []
     except OSError as exc:
         raise DataError(f"{folder}: cannot list this folder ({exc.strerror})") from exc
+
+
+def _subfolders(folder: Path) -> list:
+    """Sorted names of the visible subfolders of `folder`."""
+    return _sorted_entries(folder, lambda e: not _skipped(e.name) and e.is_dir())
 
 
 def _image_names(folder: Path) -> list:
     """Sorted names of the image files directly inside `folder`."""
-    try:
-        with os.scandir(folder) as entries:
-            return sorted(e.name for e in entries if is_image_file(e.name) and e.is_file())
-    except (NotADirectoryError, FileNotFoundError):
-        return []
-    except OSError as exc:
-        raise DataError(f"{folder}: cannot list this folder ({exc.strerror})") from exc
+    return _sorted_entries(folder, lambda e: is_image_file(e.name) and e.is_file())
 
 
 def _has_image(folder: Path) -> bool:
