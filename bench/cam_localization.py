@@ -13,7 +13,8 @@ Writes bench/results/cam_localization.json (cam_localization-val.json with `--it
 
 Settings are chosen on validation items, not on the test split: `--items val` pastes the training
 split's held-out validation items (the configs' stratified 10%, seed 42) instead, and `--thresholds`
-scores several box thresholds in one pass (the maps are computed once).
+scores several box thresholds in one pass (the maps are computed once). `--layer` explains another
+feature map than the default one.
 """
 
 import argparse
@@ -98,6 +99,9 @@ def main():
                         help="paste test items (the reported number) or held-out validation items (for choosing settings)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.2],
                         help="box thresholds, fractions of the map's maximum (default 0.2, the CAM paper's)")
+    parser.add_argument("--layer", default=None,
+                        help="Grad-CAM on this layer instead of each model's default (the last conv output "
+                             "at least 7 px wide); forces Grad-CAM on vgg_rescam too")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", help="JSON path (default bench/results/cam_localization[-val].json)")
     args = parser.parse_args()
@@ -113,7 +117,7 @@ def main():
                                     "mean_iou": float(box_iou(box, truth).mean())} for name, box in baselines.items()},
                "models": [], "machine": describe_machine()}
     for model in args.models:
-        explainer = open_explainer(model)
+        explainer = open_explainer(model, layer=args.layer)
         maps, classes = canvas_maps(explainer, canvases)
         for threshold in args.thresholds:
             iou = box_iou(cam_boxes(maps, threshold), truth)
