@@ -55,6 +55,8 @@ class TrainConfig:
     input_size: int = _key(0, "model input side in pixels; 0: the model's own (28 for the CNNs, which take "
                                  "nothing else; efficientnet_b0 and vgg_rescam upscale 28x28 items inside the "
                                  "model; tinyyolov3 needs a multiple of 32)", low=0)
+    cam_side: int = _key(7, "vgg_rescam: smallest side of the CAM feature map (VGG's pools stop before "
+                           "going below it; 7 as the reference, 14 for finer CAM boxes at ~4x the FLOPs)", low=1)
     weights: str = _key("", "a local weights file to start from (e.g. ImageNet EfficientNet-B0 notop .h5); "
                             "empty: from scratch")
     backend: str = _key("keras", "library that builds the model: keras (keras.applications), or "

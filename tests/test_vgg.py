@@ -19,6 +19,18 @@ def test_pools_stop_before_the_cam_map_drops_below_7(input_size, side, pools):
     assert sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers) == pools
 
 
+@pytest.mark.parametrize("input_size, side, pools", [(0, 14, 1), (56, 14, 2)])
+def test_cam_side_keeps_a_finer_cam_map(input_size, side, pools):
+    model = create_model("vgg_rescam", width=0.0625, input_size=input_size, cam_side=14)
+    assert cam_side(model) == side
+    assert sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers) == pools
+
+
+def test_cam_side_is_refused_by_models_without_a_cam_map():
+    with pytest.raises(ConfigError, match="'deep' does not use cam_side"):
+        create_model("deep", cam_side=14)
+
+
 def test_thirteen_convs_and_the_two_branches_meet_in_a_product():
     model = create_model("vgg_rescam", width=0.0625)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]

@@ -21,7 +21,7 @@ _FAMILIES = ("fmnist_tf.models.cnn", "fmnist_tf.models.vgg", "fmnist_tf.models.e
              "fmnist_tf.models.embedding", "fmnist_tf.models.transfer", "yolo.model")
 # builder options beyond width and dropout, with the value that means "not set"
 OPTIONAL_SETTINGS = {"input_size": 0, "weights": "", "backend": "keras", "base": "", "freeze": True,
-                     "head_units": 0, "embedding_size": 128}
+                     "head_units": 0, "embedding_size": 128, "cam_side": 7}
 TASKS = ("classify", "detect", "embed")
 
 
