@@ -14,7 +14,8 @@ Writes bench/results/cam_localization.json (cam_localization-val.json with `--it
 Settings are chosen on validation items, not on the test split: `--items val` pastes the training
 split's held-out validation items (the configs' stratified 10%, seed 42) instead, and `--thresholds`
 scores several box thresholds in one pass (the maps are computed once). `--layer` explains another
-feature map than the default one.
+feature map than the default one. Each model's entry also breaks CorLoc down by true class, with the
+median ratio of the CAM box's width and height to the true box's (above 1: too wide or too tall).
 """
 
 import argparse
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe_machine  # noqa: E402
 
 from fmnist_tf.cam import cam_box, open_explainer  # noqa: E402
-from fmnist_tf.data.fashion_mnist import load_split  # noqa: E402
+from fmnist_tf.data.fashion_mnist import CLASS_NAMES, load_split  # noqa: E402
 from fmnist_tf.data.prepare import split_indices  # noqa: E402
 from fmnist_tf.fileio import atomic_write_json  # noqa: E402
 from yolo.boxes import iou_xyxy  # noqa: E402
@@ -70,6 +71,15 @@ def canvas_maps(explainer, canvases, batch=128):
         classes.extend(probabilities.argmax(axis=1))
         maps.extend(cv2.resize(cam, (CANVAS, CANVAS), interpolation=cv2.INTER_LINEAR) for cam in cams)
     return np.asarray(maps), np.asarray(classes)
+
+
+def per_class_errors(boxes, truth, iou, labels, class_names):
+    """Per true class: CorLoc and the median ratio of the CAM box's width and height to the truth's."""
+    ratios = (boxes[:, 2:] - boxes[:, :2]) / (truth[:, 2:] - truth[:, :2])
+    return {name: {"corloc": float((iou[labels == index] >= 0.5).mean()),
+                   "median_width_ratio": float(np.median(ratios[labels == index, 0])),
+                   "median_height_ratio": float(np.median(ratios[labels == index, 1]))}
+            for index, name in enumerate(class_names) if (labels == index).any()}
 
 
 def cam_boxes(maps, threshold):
@@ -120,12 +130,14 @@ def main():
         explainer = open_explainer(model, layer=args.layer)
         maps, classes = canvas_maps(explainer, canvases)
         for threshold in args.thresholds:
-            iou = box_iou(cam_boxes(maps, threshold), truth)
+            boxes = cam_boxes(maps, threshold)
+            iou = box_iou(boxes, truth)
             results["models"].append({
                 "model": str(model), "method": explainer.method, "layer": explainer.layer_name,
                 "threshold": threshold, "corloc": float((iou >= 0.5).mean()), "mean_iou": float(iou.mean()),
-                "accuracy_on_canvases": float((classes == labels).mean())})
-            print(json.dumps(results["models"][-1]))
+                "accuracy_on_canvases": float((classes == labels).mean()),
+                "per_class": per_class_errors(boxes, truth, iou, labels, CLASS_NAMES)})
+            print(json.dumps({key: value for key, value in results["models"][-1].items() if key != "per_class"}))
     suffix = "-val" if args.items == "val" else ""
     atomic_write_json(args.results or f"bench/results/cam_localization{suffix}.json", results)
     print(json.dumps(results, indent=2))
