@@ -46,8 +46,8 @@ class TrainConfig:
     flip: bool = _key(True, "augment: random horizontal flips")
     vertical_flip: bool = _key(False, "augment: random vertical flips too (the VGG-CAM reference used both)")
     zoom_out: float = _key(0.0, "augment: shrink images by a random factor up to 1 + this (1.0: down to half "
-                                "size), so small items are seen too; with translate, anywhere in the frame",
-                           low=0.0, high=1.0)
+                                "size, 2.0: a third), so small items are seen too; with translate, anywhere "
+                                "in the frame", low=0.0, high=3.0)
     translate: float = _key(0.1, "augment: max shift, as a fraction of the image size", low=0.0, high=0.5)
     erasing: float = _key(0.5, "augment: probability of random erasing", low=0.0, high=1.0)
     width: float = _key(1.0, "width multiplier for the model's channels", low=0.01, high=16.0)

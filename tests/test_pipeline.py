@@ -76,12 +76,16 @@ def test_augmentation_off_means_no_layers():
 def test_zoom_out_shrinks_items_and_vertical_flip_is_optional():
     block = np.zeros((32, 28, 28, 1), np.float32)
     block[:, 4:24, 4:24] = 1.0
-    config = make_config({"augment": True, "flip": False, "translate": 0.0, "erasing": 0.0, "zoom_out": 1.0})
-    layers = augmentation_layers(config, seed=0)
+    config_keys = {"augment": True, "flip": False, "translate": 0.0, "erasing": 0.0}
+    layers = augmentation_layers(make_config({**config_keys, "zoom_out": 1.0}), seed=0)
     assert [type(layer).__name__ for layer in layers.layers] == ["RandomZoom"]
     shrunk = np.asarray(layers(block, training=True))
     areas = (shrunk[..., 0] > 0.5).sum(axis=(1, 2))
     assert areas.max() <= 400 and areas.min() >= 90 and areas.min() < 250  # 20x20 down to ~10x10
+    beyond_half = augmentation_layers(make_config({**config_keys, "zoom_out": 2.0}), seed=0)
+    assert [type(layer).__name__ for layer in beyond_half.layers] == ["RandomZoom", "RandomZoom"]
+    areas = (np.asarray(beyond_half(np.concatenate([block] * 4), training=True))[..., 0] > 0.5).sum(axis=(1, 2))
+    assert areas.max() <= 400 and 25 <= areas.min() < 90  # down to ~7x7, smaller than half size can give
     both = augmentation_layers(make_config({"augment": True, "vertical_flip": True}), seed=0).layers[0]
     assert both.mode == "horizontal_and_vertical"
 

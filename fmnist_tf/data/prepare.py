@@ -44,7 +44,11 @@ def augmentation_layers(config, seed):
     if directions:
         layers.append(keras.layers.RandomFlip("_and_".join(directions), seed=seed))
     if config.zoom_out > 0:
-        layers.append(keras.layers.RandomZoom((0.0, config.zoom_out), fill_mode="constant", seed=seed + 3))
+        # RandomZoom shrinks to half size at most; further, two in a row, each up to the square root.
+        zooms = 1 if config.zoom_out <= 1 else 2
+        factor = (1 + config.zoom_out) ** (1 / zooms) - 1
+        layers.extend(keras.layers.RandomZoom((0.0, factor), fill_mode="constant", seed=seed + 3 + index * 10)
+                      for index in range(zooms))
     if config.translate > 0:
         layers.append(keras.layers.RandomTranslation(config.translate, config.translate,
                                                      fill_mode="constant", seed=seed + 1))
