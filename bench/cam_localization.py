@@ -76,10 +76,14 @@ def canvas_maps(explainer, canvases, batch=128):
 def per_class_errors(boxes, truth, iou, labels, class_names):
     """Per true class: CorLoc and the median ratio of the CAM box's width and height to the truth's."""
     ratios = (boxes[:, 2:] - boxes[:, :2]) / (truth[:, 2:] - truth[:, :2])
-    return {name: {"corloc": float((iou[labels == index] >= 0.5).mean()),
-                   "median_width_ratio": float(np.median(ratios[labels == index, 0])),
-                   "median_height_ratio": float(np.median(ratios[labels == index, 1]))}
-            for index, name in enumerate(class_names) if (labels == index).any()}
+    errors = {}
+    for index, name in enumerate(class_names):
+        mine = labels == index
+        if mine.any():
+            width_ratio, height_ratio = np.median(ratios[mine], axis=0)
+            errors[name] = {"corloc": float((iou[mine] >= 0.5).mean()),
+                            "median_width_ratio": float(width_ratio), "median_height_ratio": float(height_ratio)}
+    return errors
 
 
 def cam_boxes(maps, threshold):

@@ -8,20 +8,23 @@ start from a weights file take `weights` (and `backend` where two libraries can 
 setting a builder does not take must stay at its default: `create_model` refuses it by name.
 """
 
+import dataclasses
 import importlib
 import inspect
 
 import keras
 
+from fmnist_tf.config import TrainConfig
 from fmnist_tf.errors import ConfigError
 
 _BUILDERS = {}
 _TASKS = {}
 _FAMILIES = ("fmnist_tf.models.cnn", "fmnist_tf.models.vgg", "fmnist_tf.models.efficientnet",
              "fmnist_tf.models.embedding", "fmnist_tf.models.transfer", "yolo.model")
-# builder options beyond width and dropout, with the value that means "not set"
-OPTIONAL_SETTINGS = {"input_size": 0, "weights": "", "backend": "keras", "base": "", "freeze": True,
-                     "head_units": 0, "embedding_size": 128, "cam_side": 7}
+# builder options beyond width and dropout, with the value that means "not set": the config's default
+OPTIONAL_SETTINGS = {item.name: item.default for item in dataclasses.fields(TrainConfig)
+                     if item.name in ("input_size", "weights", "backend", "base", "freeze", "head_units",
+                                      "embedding_size", "cam_side")}
 TASKS = ("classify", "detect", "embed")
 
 
