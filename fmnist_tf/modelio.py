@@ -59,6 +59,8 @@ def load_model(run_or_file):
     """Load for inference: safe mode (no arbitrary code), no optimizer or metrics."""
     import keras
 
+    import fmnist_tf.models.batchnorm  # noqa: F401  registers our layer class for safe-mode loading
+
     path = resolve_model_path(run_or_file)
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)

@@ -26,8 +26,8 @@ def test_baseline_matches_reference_architecture():
     expected = 320 + 128 + 28 * 28 * 32 * 256 + 256 + 1024 + 2570
     assert model.count_params() == expected
     kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds == ["InputLayer", "Normalization", "Conv2D", "BatchNormalization", "Flatten", "Dense",
-                     "BatchNormalization", "Dropout", "Dense"]
+    assert kinds == ["InputLayer", "Normalization", "Conv2D", "FusedBatchNormalization", "Flatten", "Dense",
+                     "FusedBatchNormalization", "Dropout", "Dense"]
 
 
 def reference_deep_cnn():

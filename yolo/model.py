@@ -15,6 +15,7 @@ import keras
 from keras import layers
 
 from fmnist_tf.errors import ConfigError
+from fmnist_tf.models.batchnorm import FusedBatchNormalization
 from fmnist_tf.models.cnn import channels
 from fmnist_tf.models.registry import register
 from yolo.boxes import STRIDES, check_input_size
@@ -33,7 +34,7 @@ def conv_block(x, filters, kernel, name):
     """Darknet conv: Conv (no bias, L2 5e-4, same padding) -> BatchNorm -> LeakyReLU 0.1."""
     x = layers.Conv2D(filters, kernel, padding="same", use_bias=False, kernel_regularizer=_decay(),
                       name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = FusedBatchNormalization(name=f"{name}_bn")(x)
     return layers.LeakyReLU(negative_slope=LEAKY_SLOPE, name=f"{name}_leaky")(x)
 
 

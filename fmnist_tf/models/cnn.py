@@ -2,6 +2,7 @@
 
 from keras import layers
 
+from fmnist_tf.models.batchnorm import FusedBatchNormalization
 from fmnist_tf.models.registry import register
 
 
@@ -12,12 +13,12 @@ def channels(base, width):
 def conv_relu_bn(x, filters, name):
     """The reference's order: Conv -> ReLU -> BatchNorm."""
     x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_conv")(x)
-    return layers.BatchNormalization(name=f"{name}_bn")(x)
+    return FusedBatchNormalization(name=f"{name}_bn")(x)
 
 
 def conv_bn_relu(x, filters, name):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = FusedBatchNormalization(name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -38,7 +39,7 @@ def baseline_cnn(x, num_classes, *, width=1.0, dropout=0.5):
     x = conv_relu_bn(x, channels(32, width), "block1")
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(channels(256, width), activation="relu", name="fc1")(x)
-    x = layers.BatchNormalization(name="fc1_bn")(x)
+    x = FusedBatchNormalization(name="fc1_bn")(x)
     x = layers.Dropout(dropout, name="fc1_dropout")(x)
     return classifier(x, num_classes)
 
@@ -63,7 +64,7 @@ def deep_cnn(x, num_classes, *, width=1.0, dropout=0.4):
             x = layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(channels(256, width), use_bias=False, name="fc1")(x)
-    x = layers.BatchNormalization(name="fc1_bn")(x)
+    x = FusedBatchNormalization(name="fc1_bn")(x)
     x = layers.ReLU(name="fc1_relu")(x)
     x = layers.Dropout(dropout, name="fc1_dropout")(x)
     return classifier(x, num_classes)

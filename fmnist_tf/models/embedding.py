@@ -2,6 +2,7 @@
 
 from keras import layers
 
+from fmnist_tf.models.batchnorm import FusedBatchNormalization
 from fmnist_tf.models.cnn import channels
 from fmnist_tf.models.registry import register
 
@@ -18,7 +19,7 @@ FC_UNITS = 256
 def conv_bn_leaky(x, filters, kernel, name):
     """Conv -> BatchNorm -> LeakyReLU, as in the reference."""
     x = layers.Conv2D(filters, kernel, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = FusedBatchNormalization(name=f"{name}_bn")(x)
     return layers.LeakyReLU(LEAKY_SLOPE, name=f"{name}_leaky")(x)
 
 
@@ -48,7 +49,7 @@ def zfnet_embedding(x, num_classes, *, width=1.0, dropout=0.0, embedding_size=12
             x = layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(channels(FC_UNITS, width), use_bias=False, name="fc1")(x)
-    x = layers.BatchNormalization(name="fc1_bn")(x)
+    x = FusedBatchNormalization(name="fc1_bn")(x)
     x = layers.LeakyReLU(LEAKY_SLOPE, name="fc1_leaky")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name="fc1_dropout")(x)
