@@ -8,6 +8,7 @@ import pytest
 from fmnist_tf.config import load_config
 from fmnist_tf.errors import ConfigError
 from fmnist_tf.models import create_model
+from fmnist_tf.models.batchnorm import FusedBatchNormalization
 from fmnist_tf.models.efficientnet import GREY_TO_RGB
 
 TINY = dict(width=0.25, input_size=32, dropout=0.2)
@@ -49,6 +50,9 @@ def test_backbone_layers_are_layers_of_the_model(tiny):
     convs = [layer for layer in maps if isinstance(layer, keras.layers.Conv2D)]
     assert convs[0].name == "stem_conv" and convs[0].output.shape[1] == 16
     assert convs[-1].name == "block3a_expand_conv" and convs[-1].output.shape[1] == 8  # stride 2 follows
+    # BatchNorm computed by the fused kernel (same arithmetic, faster training)
+    batchnorms = [layer for layer in tiny.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert batchnorms and all(isinstance(layer, FusedBatchNormalization) for layer in batchnorms)
     # the layers are the model's own, not shared with the backbone they were built in
     features = keras.Model(tiny.input, tiny.get_layer("block2b_add").output)
     assert features(items(2)).shape == (2, 8, 8, 8)
@@ -102,8 +106,10 @@ def test_efficientnet_package_backend_saves_and_reloads_in_safe_mode(tmp_path, m
     model = create_model("efficientnet_b0", backend="efficientnet", **TINY)
     assert model.get_layer(GREY_TO_RGB).output.shape[1:] == (32, 32, 3)
     assert model.get_layer("stem_conv").kernel.shape[2] == 3
-    # its FixedDropout and swish are replaced by core Keras: nothing of the package is left to load
-    assert all(type(layer).__module__.startswith("keras") for layer in model.layers)
+    # its FixedDropout and swish are replaced by core Keras, its BatchNorm by ours: nothing of the package
+    # is left to load
+    assert all(type(layer).__module__.startswith(("keras", "fmnist_tf")) for layer in model.layers)
+    assert any(isinstance(layer, FusedBatchNormalization) for layer in model.layers)
     path = tmp_path / "b0.keras"
     model.save(path)
     for name in ("swish", "FixedDropout"):  # as in a process that never imported the package

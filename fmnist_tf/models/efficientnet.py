@@ -15,6 +15,7 @@ import keras
 from keras import layers
 
 from fmnist_tf.errors import ConfigError, first_line
+from fmnist_tf.models.batchnorm import FusedBatchNormalization
 from fmnist_tf.models.cnn import classifier, resize_input
 from fmnist_tf.models.registry import register
 
@@ -82,6 +83,14 @@ def _efficientnet_package_backbone(side, width):
     return inject(generic)(width, 1.0, 224, model_name="efficientnet-b0", **options)
 
 
+def _fused_batchnorm(layer):
+    """`convert` for either backbone: its BatchNormalization layers become our fused one (same arithmetic,
+    fmnist_tf/models/batchnorm.py), which trains faster on a CPU."""
+    if isinstance(layer, layers.BatchNormalization):
+        return FusedBatchNormalization
+    return type(layer)
+
+
 def _core_layer(layer):
     """`convert` for the `efficientnet` package's backbone: its own pieces become the core Keras ones they
     equal, so a saved model needs neither the package nor its global custom objects. Its swish
@@ -92,23 +101,23 @@ def _core_layer(layer):
         if activation.__name__ != "swish":
             raise ConfigError(f"{NAME}: unknown activation {activation.__name__} in the efficientnet package")
         layer.activation = keras.activations.swish  # the backbone is discarded: changing it in place is fine
-    if isinstance(layer, layers.Dropout) and type(layer) is not layers.Dropout:
-        return layers.Dropout(layer.rate, noise_shape=layer.noise_shape, seed=layer.seed, name=layer.name)
-    return layer
+    if isinstance(layer, layers.Dropout):
+        return layers.Dropout
+    return _fused_batchnorm(layer)
 
 
-def copy_layers(graph, x, convert=lambda layer: layer):
+def copy_layers(graph, x, convert=type):
     """Call copies of the layers of functional model `graph` on tensor `x`, in graph order; return the output.
 
     Unlike `graph(x)`, which nests the model as one layer, the copies become layers of the caller's model,
     and unlike `graph`'s own layers they belong to that graph alone, so `layer.output` is a tensor of it
     (the usual `keras.Model(model.input, model.get_layer(name).output)` works). Same names and config,
-    weights copied. `convert(layer)` may first swap a layer for the core Keras layer it equals."""
+    weights copied. `convert(layer)` gives the class of the copy: another class swaps the layer for one
+    that computes the same, built from the same config."""
     pairs, outputs = [], []
 
     def copy(layer):
-        layer = convert(layer)
-        pairs.append((layer, layer.__class__.from_config(layer.get_config())))
+        pairs.append((layer, convert(layer).from_config(layer.get_config())))
         return pairs[-1][1]
 
     def call_and_keep(layer, *args, **kwargs):
@@ -137,7 +146,7 @@ def backbone_features(rgb, *, width, weights, backend):
         # with the training set's statistics, so those layers would normalise it twice. The copy
         # starts after them, at the stem.
         trunk = keras.Model(backbone.get_layer(KERAS_STEM).input, backbone.output)
-        return copy_layers(trunk, rgb)
+        return copy_layers(trunk, rgb, convert=_fused_batchnorm)
     backbone = _efficientnet_package_backbone(side, width)
     if path:
         _load_weights(backbone, path, backend)
