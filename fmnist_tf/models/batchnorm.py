@@ -30,7 +30,6 @@ class FusedBatchNormalization(layers.BatchNormalization):
         import tensorflow as tf
 
         # FusedBatchNormV3 takes NHWC; a (batch, features) input is a 1x1 image per example.
-        shape = tf.shape(inputs)
         images = inputs if len(inputs.shape) == 4 else tf.reshape(inputs, (-1, 1, 1, inputs.shape[-1]))
         images = tf.cast(images, "float32")  # as Keras: half precision would overflow the statistics
         depth = images.shape[-1]
@@ -51,5 +50,5 @@ class FusedBatchNormalization(layers.BatchNormalization):
                 x=images, scale=scale, offset=offset, mean=self.moving_mean, variance=self.moving_variance,
                 epsilon=self.epsilon, data_format="NHWC", is_training=False)
         if len(inputs.shape) == 2:
-            outputs = tf.reshape(outputs, shape)
+            outputs = tf.reshape(outputs, tf.shape(inputs))
         return ops.cast(outputs, self.compute_dtype)
